@@ -1,0 +1,1 @@
+"""The HTTPS admin face: Klein apps as classes with injected dependencies."""

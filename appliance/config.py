@@ -1,0 +1,364 @@
+"""The appliance's configuration: one frozen, typed tree loaded from TOML.
+
+``load(path, environ)`` reads the file, resolves ``${VAR}`` references in
+every string (see :mod:`appliance.interpolate`) and secret references (see
+:mod:`appliance.secrets`), checks every key against the schema below and
+collects *all* problems before raising one :class:`ConfigError`, so an
+operator fixes a file in one pass. Relative paths are relative to the config
+file's directory. The key reference is ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from appliance.interpolate import InterpolationError, interpolate
+from appliance.secrets import Secret, SecretError, resolve_secret
+
+#: Signing key used when a development instance names none. Production
+#: refuses to start with it (see :mod:`appliance.preflight`).
+DEV_JWT_SIGNING_KEY = b"telemancer-development-jwt-signing-key-not-secret"
+DEV_JWT_REFERENCE = "builtin:development-default"
+
+Mode = Literal["development", "production"]
+LogFormat = Literal["auto", "json", "text"]
+LogLevel = Literal["debug", "info", "warn", "error"]
+MODES: tuple[Mode, ...] = ("development", "production")
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "text")
+LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warn", "error")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config, each with its key path."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{key}: {message}" for key, message in problems))
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """A ``host:port`` to listen on; IPv6 hosts are written in brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The HTTPS admin listener (console, API, ``/healthz``)."""
+
+    listen: ListenAddress
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """The server certificate shared by the admin and SIP listeners."""
+
+    certificate: Path
+    private_key: Secret
+    chain: Path | None
+
+
+@dataclass(frozen=True)
+class SecretsConfig:
+    """Keys the service signs with."""
+
+    jwt_signing_key: Secret
+    audit_signing_key: Secret
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """When signed checkpoints of the audit chain are written."""
+
+    checkpoint_every: int
+    checkpoint_interval_seconds: int
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Log output: ``auto`` is JSON lines unless stdout is a terminal."""
+
+    format: LogFormat
+    level: LogLevel
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration tree."""
+
+    path: Path
+    mode: Mode
+    data_dir: Path
+    allow_unencrypted_storage: bool
+    admin: AdminConfig
+    tls: TLSConfig
+    secrets: SecretsConfig
+    audit: AuditConfig
+    log: LogConfig
+
+    @property
+    def production(self) -> bool:
+        """True when the production refusals apply."""
+        return self.mode == "production"
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite database, always inside ``data_dir``."""
+        return self.data_dir / "telemancer.sqlite3"
+
+
+def load(path: Path, environ: Mapping[str, str]) -> Config:
+    """Load and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([(str(path), "config file not found")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([(str(path), f"cannot read config file: {e}")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([(str(path), f"invalid TOML: {e}")]) from None
+    problems: list[tuple[str, str]] = []
+    raw = _interpolate_tree(raw, "", environ, problems)
+    reader = _Reader(raw, "", problems)
+    config = _build(reader, path.resolve(), environ)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
+    base = path.parent
+    mode = r.choice("mode", MODES, "production")
+    production = mode == "production"
+    data_dir = r.path("data_dir", base, default="/var/lib/telemancer", must_exist=True)
+    allow_unencrypted = r.boolean("allow_unencrypted_storage", default=False)
+
+    admin_r = r.section("admin")
+    admin = AdminConfig(listen=admin_r.listen("listen", default="127.0.0.1:8443"))
+
+    tls_r = r.section("tls")
+    tls_cert = tls_r.path("certificate", base, default=None, must_exist=True)
+    tls_key = tls_r.secret("private_key", base, environ, production=production)
+    tls_chain = tls_r.path("chain", base, default=None, must_exist=True, required=False)
+
+    sec_r = r.section("secrets")
+    jwt_key = sec_r.secret(
+        "jwt_signing_key", base, environ, production=production, required=production
+    ) or Secret(DEV_JWT_REFERENCE, DEV_JWT_SIGNING_KEY)
+    audit_key = sec_r.secret("audit_signing_key", base, environ, production=production)
+
+    audit_r = r.section("audit")
+    audit = AuditConfig(
+        checkpoint_every=audit_r.integer("checkpoint_every", 100, minimum=1),
+        checkpoint_interval_seconds=audit_r.integer(
+            "checkpoint_interval_seconds", 600, minimum=10
+        ),
+    )
+    log_r = r.section("log")
+    log = LogConfig(
+        format=log_r.choice("format", LOG_FORMATS, "auto"),
+        level=log_r.choice("level", LOG_LEVELS, "info"),
+    )
+    for section in (r, admin_r, tls_r, sec_r, audit_r, log_r):
+        section.reject_unknown()
+    if tls_cert is None or tls_key is None or audit_key is None or data_dir is None:
+        return None
+    return Config(
+        path=path,
+        mode=mode,
+        data_dir=data_dir,
+        allow_unencrypted_storage=allow_unencrypted,
+        admin=admin,
+        tls=TLSConfig(certificate=tls_cert, private_key=tls_key, chain=tls_chain),
+        secrets=SecretsConfig(jwt_signing_key=jwt_key, audit_signing_key=audit_key),
+        audit=audit,
+        log=log,
+    )
+
+
+def _interpolate_tree(
+    value: Any, key: str, environ: Mapping[str, str], problems: list[tuple[str, str]]
+) -> Any:
+    if isinstance(value, str):
+        try:
+            return interpolate(value, environ)
+        except InterpolationError as e:
+            problems.append((key, str(e)))
+            return value
+    if isinstance(value, dict):
+        return {
+            k: _interpolate_tree(v, _join(key, k), environ, problems) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate_tree(v, f"{key}[{i}]", environ, problems) for i, v in enumerate(value)
+        ]
+    return value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+_T = TypeVar("_T")
+_MISSING = object()
+
+
+class _Reader:
+    """Reads typed keys from one table, recording problems instead of raising."""
+
+    def __init__(self, raw: Mapping[str, Any], prefix: str, problems: list[tuple[str, str]]):
+        self._raw = raw
+        self._prefix = prefix
+        self._problems = problems
+        self._seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return _join(self._prefix, key)
+
+    def problem(self, key: str, message: str) -> None:
+        self._problems.append((self._key(key), message))
+
+    def _get(self, key: str, kind: type | tuple[type, ...], kind_name: str) -> Any:
+        self._seen.add(key)
+        value = self._raw.get(key, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+        # bool is an int in Python; TOML keeps them apart and so do we.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+            self.problem(key, f"expected {kind_name}, got {type(value).__name__}")
+            return _MISSING
+        return value
+
+    def section(self, key: str) -> _Reader:
+        value = self._get(key, dict, "a table")
+        return _Reader({} if value is _MISSING else value, self._key(key), self._problems)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, bool, "true or false")
+        return default if value is _MISSING else bool(value)
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int = 2**31) -> int:
+        value = self._get(key, int, "an integer")
+        if value is _MISSING:
+            return default
+        if not minimum <= value <= maximum:
+            self.problem(key, f"must be between {minimum} and {maximum}, got {value}")
+            return default
+        return int(value)
+
+    def choice(self, key: str, options: tuple[_T, ...], default: _T) -> _T:
+        value = self._get(key, str, "a string")
+        if value is _MISSING:
+            return default
+        if value not in options:
+            self.problem(key, f"must be one of {', '.join(map(str, options))}; got {value!r}")
+            return default
+        return options[options.index(value)]
+
+    def path(
+        self,
+        key: str,
+        base: Path,
+        *,
+        default: str | None,
+        must_exist: bool,
+        required: bool = True,
+    ) -> Path | None:
+        found = self._get(key, str, "a path string")
+        value: str | None = default if found is _MISSING else found
+        if value is None:
+            if required:
+                self.problem(key, "is required")
+            return None
+        path = base / value
+        if must_exist and not path.exists():
+            self.problem(key, f"file not found: {path}")
+        return path
+
+    def secret(
+        self,
+        key: str,
+        base: Path,
+        environ: Mapping[str, str],
+        *,
+        production: bool,
+        required: bool = True,
+    ) -> Secret | None:
+        value = self._get(key, str, "a secret reference string")
+        if value is _MISSING:
+            if required:
+                self.problem(key, "is required (file:PATH, env:NAME or credential:NAME)")
+            return None
+        try:
+            return resolve_secret(value, base, environ, production=production)
+        except SecretError as e:
+            self.problem(key, str(e))
+            return None
+
+    def listen(self, key: str, default: str) -> ListenAddress:
+        value = self._get(key, str, "a host:port string")
+        text = default if value is _MISSING else value
+        try:
+            return parse_listen(text)
+        except ValueError as e:
+            self.problem(key, str(e))
+            return parse_listen(default)
+
+    def reject_unknown(self) -> None:
+        for key in self._raw:
+            if key not in self._seen:
+                self.problem(key, "unknown key")
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse ``host:port`` or ``[v6]:port``, checking the host is an IP address."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 host in brackets, [host]:port; got {text!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"host must be an IP address, got {host!r}") from None
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    return ListenAddress(host, port)
+
+
+def redacted_summary(config: Config) -> Iterator[str]:
+    """Lines describing ``config`` for ``check-config``; secrets appear only by reference."""
+    yield f"config: {config.path}"
+    yield f"mode: {config.mode}"
+    yield f"data_dir: {config.data_dir}"
+    yield f"allow_unencrypted_storage: {str(config.allow_unencrypted_storage).lower()}"
+    yield f"admin.listen: {config.admin.listen}"
+    yield f"tls.certificate: {config.tls.certificate}"
+    yield f"tls.private_key: {config.tls.private_key}"
+    yield f"tls.chain: {config.tls.chain or '(none)'}"
+    yield f"secrets.jwt_signing_key: {config.secrets.jwt_signing_key}"
+    yield f"secrets.audit_signing_key: {config.secrets.audit_signing_key}"
+    yield f"audit.checkpoint_every: {config.audit.checkpoint_every}"
+    yield f"audit.checkpoint_interval_seconds: {config.audit.checkpoint_interval_seconds}"
+    yield f"log.format: {config.log.format}"
+    yield f"log.level: {config.log.level}"

@@ -1,0 +1,56 @@
+"""``telemancer run``: the process around the service.
+
+Owns the global reactor (nothing below the CLI imports it), logging, signals
+and systemd notification. SIGTERM and SIGINT stop the reactor, which stops
+the service cleanly: listeners close, the store thread drains and closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TextIO, cast
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from appliance.config import Config
+from appliance.logs import start_logging
+from appliance.sdnotify import notify
+from appliance.service import IApplianceReactor, make_service
+
+log = Logger()
+
+
+def run(config: Config, stdout: TextIO, environ: Mapping[str, str]) -> int:
+    """Run until stopped; return the process exit status."""
+    from twisted.internet import reactor as global_reactor
+
+    reactor = cast(IApplianceReactor, global_reactor)
+    service = make_service(config, reactor)
+    start_logging(config.log, stdout)
+    status = 0
+
+    def listening(urls: list[str]) -> None:
+        for url in urls:
+            log.info("admin console and API on {url} (health: {url}healthz)", url=url)
+        notify("READY=1", environ)
+
+    def failed(failure: Failure) -> None:
+        nonlocal status
+        status = 1
+        log.failure("could not start listening; stopping", failure)
+        reactor.stop()
+
+    def stopping() -> object:
+        notify("STOPPING=1", environ)
+        log.info("stopping")
+        return service.stopService()
+
+    def start() -> None:
+        service.startService()
+        service.when_listening().addCallbacks(listening, failed)
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    reactor.run()
+    return status

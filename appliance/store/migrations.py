@@ -1,0 +1,114 @@
+"""Versioned schema migrations, tracked in ``PRAGMA user_version``.
+
+Migrations only ever get appended; each runs in its own transaction. The
+audit log and its checkpoints are append-only by trigger (UPDATE and DELETE
+abort; an INSERT must extend the chain), and every tenant-owned table
+carries ``tenant_id``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+from appliance.store.database import write_transaction
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: tenants, users, the audit chain and its signed checkpoints.
+    """
+    CREATE TABLE tenants (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        domain TEXT NOT NULL UNIQUE,
+        max_extensions INTEGER NOT NULL CHECK (max_extensions >= 0),
+        max_concurrent_calls INTEGER NOT NULL CHECK (max_concurrent_calls >= 0),
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER REFERENCES tenants(id),
+        username TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        CHECK ((tenant_id IS NULL AND role = 'sysadmin')
+            OR (tenant_id IS NOT NULL AND role IN ('admin', 'read-only')))
+    );
+    CREATE INDEX users_tenant ON users(tenant_id);
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        ts TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        tenant_id INTEGER,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_tenant ON audit_log(tenant_id, seq);
+    CREATE TRIGGER audit_log_extends_chain BEFORE INSERT ON audit_log
+    WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_log)
+      OR NEW.prev_hash IS NOT COALESCE(
+           (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), printf('%064d', 0))
+    BEGIN SELECT RAISE(ABORT, 'audit_log insert must extend the chain'); END;
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TRIGGER audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+    CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+    """,
+)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The number of migrations applied to ``db``."""
+    return int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite_utils.Database) -> list[int]:
+    """Apply pending migrations; return the versions applied (empty if none).
+
+    Refuses a database newer than this code, rather than guessing.
+    """
+    current = schema_version(db)
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {current} is newer than this release"
+            f" ({len(MIGRATIONS)}); refusing to run against it"
+        )
+    applied = []
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        with write_transaction(db):
+            for statement in _statements(MIGRATIONS[version - 1]):
+                db.conn.execute(statement)
+            db.conn.execute(f"PRAGMA user_version = {version:d}")
+        applied.append(version)
+    return applied
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (``executescript`` would COMMIT for us)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {current.strip()[:60]}")
+    return statements

@@ -1,0 +1,1 @@
+"""Fakes shared by the tests: each stands in for one real adapter."""

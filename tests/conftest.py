@@ -1,0 +1,60 @@
+"""Fixtures shared across the suite: a real store on a temporary file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from appliance.store import open_directory
+from appliance.store.audit import Actor
+from appliance.store.checkpoints import CheckpointKey
+from appliance.store.tenants import Directory
+
+
+class FakeClock:
+    """A settable clock: tests move time, nothing sleeps."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock starting at a fixed instant."""
+    return FakeClock()
+
+
+@pytest.fixture
+def checkpoint_key() -> CheckpointKey:
+    """A fresh Ed25519 checkpoint key."""
+    return CheckpointKey.from_pem(CheckpointKey.generate_pem())
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where the test database lives."""
+    return tmp_path / "telemancer.sqlite3"
+
+
+@pytest.fixture
+def directory(
+    db_path: Path, checkpoint_key: CheckpointKey, clock: FakeClock
+) -> Iterator[Directory]:
+    """A migrated store on a real file, checkpointing every 5 records."""
+    store = open_directory(db_path, checkpoint_key, 5, clock)
+    yield store
+    store.db.close()
+
+
+@pytest.fixture
+def actor() -> Actor:
+    """An operator on the console."""
+    return Actor("unix:operator", "console")
