@@ -196,7 +196,7 @@ def _interpolate_tree(
             return interpolate(value, environ)
         except InterpolationError as e:
             problems.append((key, str(e)))
-            return value
+            return _UNRESOLVED
     if isinstance(value, dict):
         return {
             k: _interpolate_tree(v, _join(key, k), environ, problems) for k, v in value.items()
@@ -214,6 +214,8 @@ def _join(prefix: str, key: str) -> str:
 
 _T = TypeVar("_T")
 _MISSING = object()
+#: Replaces a string whose ``${VAR}`` failed; its problem is already recorded.
+_UNRESOLVED = object()
 
 
 class _Reader:
@@ -224,6 +226,9 @@ class _Reader:
         self._prefix = prefix
         self._problems = problems
         self._seen: set[str] = set()
+        # Keys already reported (bad type, failed ${VAR}): no second "is required"
+        # or "file not found" problem for the default that stands in for them.
+        self._reported: set[str] = set()
 
     def _key(self, key: str) -> str:
         return _join(self._prefix, key)
@@ -236,9 +241,13 @@ class _Reader:
         value = self._raw.get(key, _MISSING)
         if value is _MISSING:
             return _MISSING
+        if value is _UNRESOLVED:
+            self._reported.add(key)
+            return _MISSING
         # bool is an int in Python; TOML keeps them apart and so do we.
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
             self.problem(key, f"expected {kind_name}, got {type(value).__name__}")
+            self._reported.add(key)
             return _MISSING
         return value
 
@@ -278,6 +287,8 @@ class _Reader:
         required: bool = True,
     ) -> Path | None:
         found = self._get(key, str, "a path string")
+        if key in self._reported:
+            return None
         value: str | None = default if found is _MISSING else found
         if value is None:
             if required:
@@ -299,7 +310,7 @@ class _Reader:
     ) -> Secret | None:
         value = self._get(key, str, "a secret reference string")
         if value is _MISSING:
-            if required:
+            if required and key not in self._reported:
                 self.problem(key, "is required (file:PATH, env:NAME or credential:NAME)")
             return None
         try:
