@@ -1,0 +1,462 @@
+"""SIP Digest authentication (RFC 3261 §22, RFC 7616, RFC 8760), sans-I/O.
+
+Design choices, and why:
+
+- Only HA1 values (``H(username:realm:password)``, one per algorithm) are
+  stored and handed to :meth:`DigestVerifier.verify`; no password reaches this
+  module after provisioning. SHA-256 is offered before MD5 (RFC 8760 §2.4), and
+  only ``qop=auth`` is accepted: RFC 2069 responses without ``qop`` have no
+  client nonce or counter and are trivially replayable, ``auth-int`` would need
+  the body here, and ``-sess`` variants buy nothing for SIP.
+- Nonces are stateless: issue time, a random salt and an HMAC-SHA256 over
+  them, the source IP and the realm. A flood of unauthenticated requests, each
+  of which earns a challenge, therefore costs no memory, a forged nonce costs
+  one HMAC to refuse, and a nonce captured on one address is useless from
+  another. Genuine but old nonces are *stale*, which asks the phone to retry
+  without prompting anyone (RFC 7616 §3.3).
+- An unknown user is verified against a random dummy HA1 through the same code
+  path as a known one (same hashes, same comparison) and yields a result equal
+  to a wrong password's, so a scanner cannot enumerate extensions by the answer
+  or its timing.
+- Replays are caught by remembering, per nonce, the highest ``nc`` that
+  verified. The table is updated only after the response checks out (so
+  attackers cannot fill it with garbage), is pruned by age (a nonce older than
+  its lifetime is stale anyway) and is capped: when full it fails closed by
+  answering *stale* rather than growing without bound or forgetting a counter.
+
+Nothing here logs, and no exception message carries a response, HA1 or
+password.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from hmac import compare_digest
+from types import MappingProxyType
+
+SHA256 = "SHA-256"
+MD5 = "MD5"
+#: Supported algorithms in order of preference: challenges are sent in this order.
+ALGORITHMS: tuple[str, ...] = (SHA256, MD5)
+QOP_AUTH = "auth"
+REQUIRED_PARAMS = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+
+#: Nonces younger than this many seconds past the verifier's clock are still
+#: accepted (a clock stepped back by NTP); further in the future they are forged.
+NONCE_CLOCK_SKEW_SECONDS = 5.0
+#: Shortest nonce key accepted: a full SHA-256 block of secret.
+MIN_NONCE_KEY_BYTES = 32
+#: Default cap on nonces whose ``nc`` is remembered; past it verification fails closed.
+MAX_TRACKED_NONCES = 20_000
+#: Limits on what the parser will read before answering 400.
+MAX_CREDENTIALS_LENGTH = 4096
+MAX_AUTH_PARAMS = 32
+
+#: Protocol algorithm names mapped to :mod:`hashlib` names.
+_HASHES: Mapping[str, str] = {SHA256: "sha256", MD5: "md5"}
+_NONCE_DOMAIN = b"telemancer sip digest nonce v1"
+_TIME_BYTES, _SALT_BYTES, _MAC_BYTES = 8, 8, 32
+_NONCE_CHARS = 4 * (_TIME_BYTES + _SALT_BYTES + _MAC_BYTES) // 3
+_NONCE_RE = re.compile(f"[A-Za-z0-9_-]{{{_NONCE_CHARS}}}")
+_NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_FOLD_RE = re.compile(r"\r?\n[ \t]+")
+_WS = " \t"
+
+
+def hash_hex(algorithm: str, text: str) -> str:
+    """``H(text)`` of RFC 7616 §3.4.1: lowercase hex of the UTF-8 digest.
+
+    Every digest computation goes through here, which lets tests count the work
+    done on each path.
+    """
+    try:
+        name = _HASHES[algorithm]
+    except KeyError:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}") from None
+    return hashlib.new(name, text.encode("utf-8")).hexdigest()
+
+
+def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """The value to store for a user: ``H(username:realm:password)``."""
+    return hash_hex(algorithm, f"{username}:{realm}:{password}")
+
+
+def response(
+    algorithm: str,
+    ha1_hex: str,
+    *,
+    nonce: str,
+    nc: str,
+    cnonce: str,
+    qop: str,
+    method: str,
+    uri: str,
+) -> str:
+    """The expected ``response`` for ``qop=auth``: ``H(HA1:nonce:nc:cnonce:qop:HA2)``.
+
+    ``HA2`` is ``H(method:uri)``. Clients (and tests) compute the same value.
+    """
+    ha2 = hash_hex(algorithm, f"{method}:{uri}")
+    return hash_hex(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+
+
+def challenges(
+    realm: str, nonce: str, *, stale: bool = False, algorithms: Sequence[str] = ALGORITHMS
+) -> list[str]:
+    """``WWW-Authenticate`` / ``Proxy-Authenticate`` values, one per algorithm.
+
+    Sent as separate header fields in the given order (SHA-256 first by
+    default), so a client picks the first it supports (RFC 8760 §2.4).
+    """
+    if not realm or any(ord(c) < 0x20 or ord(c) == 0x7F for c in realm):
+        raise ValueError("realm must be non-empty and free of control characters")
+    values = []
+    for algorithm in algorithms:
+        if algorithm not in _HASHES:
+            raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+        value = (
+            f"Digest realm={_quote(realm)}, nonce={_quote(nonce)},"
+            f' qop="{QOP_AUTH}", algorithm={algorithm}'
+        )
+        values.append(value + (", stale=true" if stale else ""))
+    return values
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class NonceState(Enum):
+    """What :meth:`NonceFactory.check` found."""
+
+    VALID = "valid"
+    #: Genuine, issued to this address for this realm, but older than its lifetime.
+    STALE = "stale"
+    #: Forged, malformed, issued to another address or realm, or from the future.
+    INVALID = "invalid"
+
+
+class NonceFactory:
+    """Makes and checks stateless nonces bound to a source IP and a realm.
+
+    A nonce is base64url (unpadded) of: issue time in milliseconds (8 bytes),
+    a random salt (8 bytes, so two phones behind one NAT never share a nonce and
+    its ``nc`` sequence), and HMAC-SHA256(key, domain | time | salt | IP | realm).
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        lifetime_seconds: float,
+        *,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        if len(key) < MIN_NONCE_KEY_BYTES:
+            raise ValueError(f"nonce key must be at least {MIN_NONCE_KEY_BYTES} bytes")
+        if not lifetime_seconds > 0:
+            raise ValueError("nonce lifetime must be positive")
+        self._key = key
+        self.lifetime_seconds = lifetime_seconds
+        self._random_bytes = random_bytes
+
+    def make(self, now: float, source_ip: str, realm: str) -> str:
+        """A fresh nonce for a challenge sent to ``source_ip`` in ``realm``."""
+        stamp = struct.pack(">q", int(now * 1000))
+        salt = self._random_bytes(_SALT_BYTES)
+        if len(salt) != _SALT_BYTES:
+            raise ValueError("random source returned the wrong number of bytes")
+        raw = stamp + salt + self._mac(stamp, salt, source_ip, realm)
+        return base64.urlsafe_b64encode(raw).decode("ascii")
+
+    def check(self, nonce: str, now: float, source_ip: str, realm: str) -> NonceState:
+        """Whether ``nonce`` is one of ours, for this address and realm, and fresh."""
+        if not _NONCE_RE.fullmatch(nonce):
+            return NonceState.INVALID
+        # 48 bytes fill 64 characters exactly: every spelling decodes to distinct bytes.
+        raw = base64.urlsafe_b64decode(nonce)
+        stamp = raw[:_TIME_BYTES]
+        salt = raw[_TIME_BYTES : _TIME_BYTES + _SALT_BYTES]
+        mac = raw[_TIME_BYTES + _SALT_BYTES :]
+        if not compare_digest(mac, self._mac(stamp, salt, source_ip, realm)):
+            return NonceState.INVALID
+        issued = struct.unpack(">q", stamp)[0] / 1000
+        if issued > now + NONCE_CLOCK_SKEW_SECONDS:
+            return NonceState.INVALID
+        if now - issued > self.lifetime_seconds:
+            return NonceState.STALE
+        return NonceState.VALID
+
+    def _mac(self, stamp: bytes, salt: bytes, source_ip: str, realm: str) -> bytes:
+        fields = [_NONCE_DOMAIN, stamp, salt, source_ip.encode("utf-8"), realm.encode("utf-8")]
+        message = b"".join(struct.pack(">I", len(f)) + f for f in fields)
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+
+class DigestParseError(ValueError):
+    """A malformed credentials header: answer ``400 Bad Request``.
+
+    The message names the problem and at most a parameter name, never a value.
+    """
+
+    status_code = 400
+    reason_phrase = "Bad Request"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A parsed ``Digest`` credentials header; parameter names are lowercased."""
+
+    scheme: str
+    params: Mapping[str, str]
+
+    @property
+    def username(self) -> str | None:
+        """The ``username`` parameter, for looking up the user's HA1s."""
+        return self.params.get("username")
+
+
+@dataclass(frozen=True)
+class UnsupportedScheme:
+    """Credentials in a scheme other than Digest: re-challenge, never an error."""
+
+    scheme: str
+
+
+def parse_credentials(value: str) -> Credentials | UnsupportedScheme:
+    """Parse an ``Authorization`` / ``Proxy-Authorization`` header value.
+
+    Grammar: RFC 3261 §25.1 ``credentials``: a scheme token, LWS, then
+    comma-separated ``name=token`` or ``name="quoted-string"`` parameters.
+    Folded lines are tolerated; duplicate parameters are malformed. Values
+    keep their unescaped text; token or quoted form is accepted for every
+    parameter because phones differ on which they quote.
+    """
+    if len(value) > MAX_CREDENTIALS_LENGTH:
+        raise DigestParseError("credentials header too long")
+    text = _FOLD_RE.sub(" ", value).strip(_WS)
+    scheme_match = _TOKEN_RE.match(text)
+    if scheme_match is None:
+        raise DigestParseError("credentials do not start with a scheme")
+    scheme = scheme_match.group()
+    if scheme.lower() != "digest":
+        return UnsupportedScheme(scheme)
+    pos = scheme_match.end()
+    if pos == len(text) or text[pos] not in _WS:
+        raise DigestParseError("Digest scheme must be followed by whitespace and parameters")
+    params: dict[str, str] = {}
+    pos = _skip_ws(text, pos)
+    while True:
+        name_match = _TOKEN_RE.match(text, pos)
+        if name_match is None:
+            raise DigestParseError(f"expected a parameter name at offset {pos}")
+        name = name_match.group().lower()
+        pos = _skip_ws(text, name_match.end())
+        if pos == len(text) or text[pos] != "=":
+            raise DigestParseError(f"parameter {name!r} has no '='")
+        pos = _skip_ws(text, pos + 1)
+        if pos < len(text) and text[pos] == '"':
+            param_value, pos = _quoted_string(text, pos, name)
+        else:
+            value_match = _TOKEN_RE.match(text, pos)
+            if value_match is None:
+                raise DigestParseError(f"parameter {name!r} has no token or quoted value")
+            param_value, pos = value_match.group(), value_match.end()
+        if name in params:
+            raise DigestParseError(f"duplicate parameter {name!r}")
+        if len(params) == MAX_AUTH_PARAMS:
+            raise DigestParseError("too many parameters")
+        params[name] = param_value
+        pos = _skip_ws(text, pos)
+        if pos == len(text):
+            return Credentials(scheme, MappingProxyType(params))
+        if text[pos] != ",":
+            raise DigestParseError(f"expected ',' after parameter {name!r}")
+        pos = _skip_ws(text, pos + 1)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in _WS:
+        pos += 1
+    return pos
+
+
+def _quoted_string(text: str, pos: int, name: str) -> tuple[str, int]:
+    """Read the quoted-string opening at ``pos``; return its unescaped text and the end."""
+    chars: list[str] = []
+    pos += 1
+    while pos < len(text):
+        char = text[pos]
+        if char == '"':
+            return "".join(chars), pos + 1
+        if char == "\\":
+            pos += 1
+            if pos == len(text):
+                break
+            char = text[pos]
+        if char in "\r\n" or (ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F:
+            raise DigestParseError(f"control character in parameter {name!r}")
+        chars.append(char)
+        pos += 1
+    raise DigestParseError(f"unterminated quoted string in parameter {name!r}")
+
+
+class AuthOutcome(Enum):
+    """The verdict on one set of credentials."""
+
+    OK = "ok"
+    #: Right password, stale nonce: re-challenge with ``stale=true``; not a failure.
+    STALE = "stale"
+    FAILED = "failed"
+
+
+class FailureReason(Enum):
+    """Why verification failed, for logs and counters; never sent to the client.
+
+    Unknown user and wrong password share :attr:`CREDENTIALS` on purpose.
+    """
+
+    MISSING_PARAM = "missing-param"
+    REALM = "realm-mismatch"
+    ALGORITHM = "unsupported-algorithm"
+    QOP = "unsupported-qop"
+    NONCE_COUNT = "malformed-nc"
+    NONCE = "invalid-nonce"
+    CREDENTIALS = "bad-credentials"
+    REPLAY = "replayed-nc"
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """The outcome, the claimed username (``None`` if absent) and, on failure, why."""
+
+    outcome: AuthOutcome
+    username: str | None
+    reason: FailureReason | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True only when the request is authenticated."""
+        return self.outcome is AuthOutcome.OK
+
+
+class DigestVerifier:
+    """Issues challenges and verifies credentials; holds the bounded ``nc`` table.
+
+    One instance serves every realm: nonces are bound to the realm they were
+    issued for, and the realm is a parameter of each call.
+    """
+
+    def __init__(
+        self, nonces: NonceFactory, *, max_tracked_nonces: int = MAX_TRACKED_NONCES
+    ) -> None:
+        self.nonces = nonces
+        self.max_tracked_nonces = max_tracked_nonces
+        # nonce -> (highest verified nc, when first verified); insertion order is
+        # (nearly) age order, so pruning reads from the front.
+        self._counters: dict[str, tuple[int, float]] = {}
+        # Random, so no response can match it; right length, so hashing costs the same.
+        self._dummy_ha1 = {
+            algorithm: secrets.token_hex(hashlib.new(name).digest_size)
+            for algorithm, name in _HASHES.items()
+        }
+
+    @property
+    def tracked_nonces(self) -> int:
+        """How many nonces have a remembered ``nc`` (for metrics and tests)."""
+        return len(self._counters)
+
+    def challenge(
+        self, realm: str, *, now: float, source_ip: str, stale: bool = False
+    ) -> list[str]:
+        """Challenge header values carrying a fresh nonce for ``source_ip``."""
+        return challenges(realm, self.nonces.make(now, source_ip, realm), stale=stale)
+
+    def verify(
+        self,
+        credentials: Credentials,
+        method: str,
+        ha1_by_algorithm: Mapping[str, str] | None,
+        realm: str,
+        *,
+        now: float,
+        source_ip: str,
+    ) -> AuthResult:
+        """Check ``credentials`` for a ``method`` request from ``source_ip``.
+
+        ``ha1_by_algorithm`` is the user's stored HA1s keyed by algorithm name,
+        or ``None`` for an unknown user, who is refused exactly like a wrong
+        password. The ``uri`` parameter must be present and is bound into the
+        response, but is not compared with the Request-URI: phones differ.
+        """
+        params = credentials.params
+        username = params.get("username")
+        if any(not params.get(name) for name in REQUIRED_PARAMS):
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.MISSING_PARAM)
+        if params["realm"] != realm:
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.REALM)
+        algorithm = params.get("algorithm", MD5).upper()
+        if algorithm not in _HASHES:
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.ALGORITHM)
+        if params["qop"].lower() != QOP_AUTH:
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.QOP)
+        if not _NC_RE.fullmatch(params["nc"]) or int(params["nc"], 16) == 0:
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.NONCE_COUNT)
+        nonce = params["nonce"]
+        # Refused before any hashing: forged nonces are free to send, so cheap to refuse.
+        state = self.nonces.check(nonce, now, source_ip, realm)
+        if state is NonceState.INVALID:
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.NONCE)
+
+        stored = ha1_by_algorithm.get(algorithm) if ha1_by_algorithm is not None else None
+        known = stored is not None
+        expected = response(
+            algorithm,
+            stored if stored is not None else self._dummy_ha1[algorithm],
+            nonce=nonce,
+            nc=params["nc"],
+            cnonce=params["cnonce"],
+            qop=params["qop"],
+            method=method,
+            uri=params["uri"],
+        )
+        matches = compare_digest(expected.encode(), params["response"].lower().encode("utf-8"))
+        if not (matches & known):
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.CREDENTIALS)
+        # Stale only once the digest is right (RFC 7616 §3.3), so it reveals nothing.
+        if state is NonceState.STALE:
+            return AuthResult(AuthOutcome.STALE, username)
+        return self._count(nonce, int(params["nc"], 16), now, username)
+
+    def _count(self, nonce: str, nc: int, now: float, username: str | None) -> AuthResult:
+        """Accept ``nc`` only if above the highest seen for ``nonce``; bounded table."""
+        self._prune(now)
+        highest, first_seen = self._counters.get(nonce, (0, now))
+        if nc <= highest:
+            return AuthResult(AuthOutcome.FAILED, username, FailureReason.REPLAY)
+        if nonce not in self._counters and len(self._counters) >= self.max_tracked_nonces:
+            # Fail closed: no room to remember this nonce's counter.
+            return AuthResult(AuthOutcome.STALE, username)
+        self._counters[nonce] = (nc, first_seen)
+        return AuthResult(AuthOutcome.OK, username)
+
+    def _prune(self, now: float) -> None:
+        """Forget nonces that are stale by now: first verified more than a lifetime ago.
+
+        A nonce was issued at most the clock skew after it was first verified, so
+        past ``lifetime + skew`` it checks as stale and never reaches the table.
+        """
+        horizon = self.nonces.lifetime_seconds + NONCE_CLOCK_SKEW_SECONDS
+        while self._counters:
+            oldest = next(iter(self._counters))
+            if now - self._counters[oldest][1] <= horizon:
+                return
+            del self._counters[oldest]

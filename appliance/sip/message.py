@@ -1,0 +1,413 @@
+"""Lazy, byte-exact SIP messages.
+
+Parsing finds the start line, splits the header section into fields (with
+unfolding, compact names and case-insensitive names) and locates the body;
+it decodes nothing else. Structured views (Via, CSeq, From/To, Contact...)
+are computed on first use by :mod:`appliance.sip.grammar` and cached.
+
+The text is decoded as Latin-1, which maps every byte to one character, so
+field offsets are byte offsets and forwarding is done by splicing the
+original bytes (:class:`Rewrite`), never by re-serializing an object model:
+what we do not touch reaches the next hop exactly as it reached us.
+
+Problems found while parsing are recorded on :attr:`Message.defect` rather
+than raised, so the caller can still answer with the request's own Via,
+From, To, Call-ID and CSeq.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from appliance.sip import limits
+from appliance.sip.errors import SipError, bad_request, too_large
+
+if TYPE_CHECKING:
+    from appliance.sip.grammar import CSeq, NameAddr, Via
+
+#: RFC 3261 §7.3.3 and later RFCs' compact header names.
+COMPACT_FORMS = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+) ([^ ]+) (SIP/\d+\.\d+)")
+_VERSION = re.compile(r"SIP/\d+\.\d+")
+_REQUEST_URI = re.compile(r'[A-Za-z][A-Za-z0-9+\-.]*:[^<>"\s]+')
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9])(?: ([^\r\n]*))?")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field: canonical name, unfolded value, and its byte span."""
+
+    name: str
+    value: str
+    start: int
+    end: int
+
+
+class Message:
+    """A SIP request or response backed by its bytes; see the module docstring."""
+
+    def __init__(
+        self,
+        data: bytes,
+        start_line: str,
+        fields: list[HeaderField],
+        body_start: int,
+        body_end: int,
+        defect: SipError | None,
+    ) -> None:
+        self.data = data
+        self.start_line = start_line
+        self.fields = fields
+        self.body_start = body_start
+        self.body_end = body_end
+        self.defect = defect
+        self.method = ""
+        self.uri = ""
+        self.status = 0
+        self.reason = ""
+        self._by_name: dict[str, list[HeaderField]] = {}
+        for field in fields:
+            self._by_name.setdefault(field.name, []).append(field)
+
+    @property
+    def is_request(self) -> bool:
+        """True for requests, False for responses."""
+        return self.status == 0
+
+    @property
+    def body(self) -> bytes:
+        """The body, exactly as Content-Length delimits it."""
+        return self.data[self.body_start : self.body_end]
+
+    @property
+    def wire(self) -> bytes:
+        """The whole message as received (trailing datagram bytes excluded)."""
+        return self.data[: self.body_end]
+
+    def all(self, name: str) -> list[HeaderField]:
+        """Every field called ``name`` (lower-case long form), in order."""
+        return self._by_name.get(name, [])
+
+    def first(self, name: str) -> str | None:
+        """The value of the first field called ``name``, if any."""
+        found = self._by_name.get(name)
+        return found[0].value if found else None
+
+    def values(self, name: str) -> list[str]:
+        """The comma-separated elements of every ``name`` field, in order."""
+        from appliance.sip.grammar import split_commas
+
+        return [item for field in self.all(name) for item in split_commas(field.value)]
+
+    def raw(self, field: HeaderField) -> bytes:
+        """The field's original bytes, folding and CRLF included."""
+        return self.data[field.start : field.end]
+
+    # Structured views of the headers routing needs, parsed on first use.
+    # Each raises SipError(400) when the header is malformed.
+
+    @cached_property
+    def vias(self) -> list[Via]:
+        """The Via header values, top first."""
+        from appliance.sip.grammar import parse_via
+
+        return [parse_via(value) for value in self.values("via")]
+
+    @cached_property
+    def cseq(self) -> CSeq:
+        """The CSeq header."""
+        from appliance.sip.grammar import parse_cseq
+
+        return parse_cseq(self._single("cseq"))
+
+    @cached_property
+    def call_id(self) -> str:
+        """The Call-ID header."""
+        from appliance.sip.grammar import parse_call_id
+
+        return parse_call_id(self._single("call-id"))
+
+    @cached_property
+    def from_(self) -> NameAddr:
+        """The From header."""
+        from appliance.sip.grammar import parse_name_addr
+
+        return parse_name_addr(self._single("from"))
+
+    @cached_property
+    def to(self) -> NameAddr:
+        """The To header."""
+        from appliance.sip.grammar import parse_name_addr
+
+        return parse_name_addr(self._single("to"))
+
+    @cached_property
+    def contacts(self) -> list[NameAddr]:
+        """The Contact header values (a lone ``*`` parses as a NameAddr with uri ``*``)."""
+        from appliance.sip.grammar import parse_contact
+
+        return [parse_contact(value) for value in self.values("contact")]
+
+    @cached_property
+    def routes(self) -> list[NameAddr]:
+        """The Route header values, top first."""
+        from appliance.sip.grammar import parse_name_addr
+
+        return [parse_name_addr(value) for value in self.values("route")]
+
+    @cached_property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards, or None when absent."""
+        from appliance.sip.grammar import parse_max_forwards
+
+        value = self.first("max-forwards")
+        return None if value is None else parse_max_forwards(value)
+
+    def _single(self, name: str) -> str:
+        found = self.all(name)
+        if not found:
+            raise bad_request(f"missing {name}")
+        if len(found) > 1:
+            raise bad_request(f"more than one {name}")
+        return found[0].value
+
+
+def parse_datagram(data: bytes) -> Message:
+    """Parse one UDP datagram.
+
+    Without Content-Length the body is the rest of the datagram; with it,
+    bytes beyond it are ignored (RFC 3261 §18.3) and a length larger than the
+    datagram is a defect (400). A datagram lacking the blank line after the
+    headers is read as all headers.
+    """
+    if len(data) > limits.MAX_DATAGRAM_BYTES:
+        raise too_large("datagram")
+    text = data.decode("latin-1")
+    end = text.find("\r\n\r\n")
+    if end == -1:
+        head = text.rstrip("\r\n")
+        body_start = len(data)
+    else:
+        head = text[:end]
+        body_start = end + 4
+    message = parse_head(data, head, body_start)
+    length = content_length(message)
+    if length is None:
+        message.body_end = len(data)
+    elif body_start + length > len(data):
+        message.body_end = len(data)
+        message.defect = message.defect or bad_request("Content-Length exceeds the datagram")
+    else:
+        message.body_end = body_start + length
+    return message
+
+
+def parse_head(data: bytes, head: str, body_start: int) -> Message:
+    """Parse the start line and header fields of ``head`` (``data`` decoded, blank line
+    excluded). The body is left empty; the caller sets ``body_end``."""
+    defect: SipError | None = None
+    if len(head) > limits.MAX_HEADER_SECTION_BYTES:
+        raise too_large("header section")
+    lines = head.split("\r\n")
+    start_line = lines[0]
+    fields: list[HeaderField] = []
+    pos = len(start_line) + 2
+    name = ""
+    value_parts: list[str] = []
+    field_start = -1
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if field_start < 0:
+                defect = defect or bad_request("continuation line before any header")
+            else:
+                value_parts.append(line.strip(" \t"))
+            pos += len(line) + 2
+            continue
+        if field_start >= 0:
+            defect = _add_field(fields, name, value_parts, field_start, pos) or defect
+        raw_name, colon, value = line.partition(":")
+        raw_name = raw_name.rstrip(" \t")
+        if not colon or not TOKEN.fullmatch(raw_name):
+            defect = defect or bad_request("malformed header line")
+            field_start = -1
+        else:
+            lower = raw_name.lower()
+            name = COMPACT_FORMS.get(lower, lower)
+            value_parts = [value.strip(" \t")]
+            field_start = pos
+        pos += len(line) + 2
+    if field_start >= 0:
+        defect = _add_field(fields, name, value_parts, field_start, min(pos, len(data))) or defect
+    if len(fields) > limits.MAX_HEADERS:
+        defect = defect or bad_request("too many header fields")
+    message = Message(data, start_line, fields, body_start, body_start, defect)
+    _parse_start_line(message)
+    return message
+
+
+def _add_field(
+    fields: list[HeaderField], name: str, parts: list[str], start: int, end: int
+) -> SipError | None:
+    value = " ".join(part for part in parts if part)
+    fields.append(HeaderField(name, value, start, end))
+    if len(value) > limits.MAX_LINE_BYTES:
+        return too_large(f"{name} header")
+    return None
+
+
+def _parse_start_line(message: Message) -> None:
+    line = message.start_line
+    if line.startswith("SIP/"):
+        status = _STATUS_LINE.fullmatch(line)
+        if status is None:
+            # A response is never answered: a malformed one is dropped.
+            raise SipError(400, "malformed status line")
+        message.status = int(status[1])
+        message.reason = status[2] or ""
+        return
+    request = _REQUEST_LINE.fullmatch(line)
+    if request is None:
+        message.defect = message.defect or bad_request("malformed Request-Line")
+        return
+    message.method, message.uri = request[1], request[2]
+    if not _REQUEST_URI.fullmatch(message.uri):
+        message.defect = message.defect or bad_request("malformed Request-URI")
+    if request[3] != "SIP/2.0" and _VERSION.fullmatch(request[3]):
+        message.defect = message.defect or SipError(505, "Version Not Supported")
+
+
+def content_length(message: Message) -> int | None:
+    """The Content-Length value; a defect if repeated, malformed or too large."""
+    found = message.all("content-length")
+    if not found:
+        return None
+    if len(found) > 1:
+        message.defect = message.defect or bad_request("more than one Content-Length")
+        return None
+    value = found[0].value
+    if not value.isdigit() or not value.isascii():
+        message.defect = message.defect or bad_request("malformed Content-Length")
+        return None
+    length = int(value)
+    if length > limits.MAX_BODY_BYTES:
+        message.defect = message.defect or too_large("body")
+        return None
+    return length
+
+
+class Rewrite:
+    """Edits to a message, applied by splicing its original bytes.
+
+    Unedited, :meth:`to_bytes` returns :attr:`Message.wire` exactly. Each edit
+    touches only its own span; the body is replaced only through
+    :meth:`set_body`, which also rewrites Content-Length.
+    """
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._edits: list[tuple[int, int, bytes]] = []
+        self._body: bytes | None = None
+
+    def replace_start_line(self, line: str) -> Rewrite:
+        """Replace the Request-Line or Status-Line."""
+        self._edits.append((0, len(self._message.start_line), line.encode("latin-1")))
+        return self
+
+    def insert_first(self, name: str, value: str) -> Rewrite:
+        """Add a field above all the others (a proxy's Via, Record-Route)."""
+        at = len(self._message.start_line) + 2
+        self._edits.append((at, at, _field_bytes(name, value)))
+        return self
+
+    def replace(self, field: HeaderField, value: str) -> Rewrite:
+        """Replace one field's value (written in its long name)."""
+        self._edits.append((field.start, field.end, _field_bytes(_display_name(field), value)))
+        return self
+
+    def remove(self, field: HeaderField) -> Rewrite:
+        """Remove one field."""
+        self._edits.append((field.start, field.end, b""))
+        return self
+
+    def set_body(self, body: bytes) -> Rewrite:
+        """Replace the body and its Content-Length."""
+        self._body = body
+        return self
+
+    def to_bytes(self) -> bytes:
+        """The edited message."""
+        message = self._message
+        edits = list(self._edits)
+        body = message.body if self._body is None else self._body
+        if self._body is not None:
+            lengths = message.all("content-length")
+            if lengths:
+                edits.append(
+                    (
+                        lengths[0].start,
+                        lengths[0].end,
+                        _field_bytes("Content-Length", str(len(body))),
+                    )
+                )
+            else:
+                end = message.body_start - 2
+                edits.append((end, end, _field_bytes("Content-Length", str(len(body)))))
+        edits.sort(key=lambda edit: (edit[0], edit[1]))
+        out: list[bytes] = []
+        pos = 0
+        head = message.data[: message.body_start]
+        for start, end, replacement in edits:
+            if start < pos:
+                raise ValueError("overlapping edits")
+            out.append(head[pos:start])
+            out.append(replacement)
+            pos = end
+        out.append(head[pos:])
+        out.append(body)
+        return b"".join(out)
+
+
+def _field_bytes(name: str, value: str) -> bytes:
+    return f"{name}: {value}\r\n".encode("latin-1")
+
+
+_LONG_NAMES = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+}
+
+
+def _display_name(field: HeaderField) -> str:
+    return header_name(field.name)
+
+
+def header_name(name: str) -> str:
+    """The conventional spelling of a canonical (lower-case) header name."""
+    return _LONG_NAMES.get(name) or "-".join(part.capitalize() for part in name.split("-"))
