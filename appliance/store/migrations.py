@@ -71,6 +71,42 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
     """,
+    # 2: SIP extensions (HA1 only, quota enforced by trigger), registrations, IP blocks.
+    """
+    CREATE TABLE extensions (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        number TEXT NOT NULL,
+        ha1_sha256 TEXT NOT NULL,
+        ha1_md5 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (tenant_id, number)
+    );
+    CREATE TRIGGER extensions_quota BEFORE INSERT ON extensions
+    WHEN (SELECT COUNT(*) FROM extensions WHERE tenant_id = NEW.tenant_id)
+         >= (SELECT max_extensions FROM tenants WHERE id = NEW.tenant_id)
+    BEGIN SELECT RAISE(ABORT, 'extension quota exceeded'); END;
+    CREATE TABLE registrations (
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        extension_id INTEGER NOT NULL REFERENCES extensions(id) ON DELETE CASCADE,
+        contact TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        call_id TEXT NOT NULL,
+        cseq INTEGER NOT NULL,
+        transport TEXT NOT NULL,
+        source TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        user_agent TEXT NOT NULL,
+        PRIMARY KEY (extension_id, contact)
+    );
+    CREATE INDEX registrations_tenant ON registrations(tenant_id);
+    CREATE TABLE ip_blocks (
+        ip TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since REAL NOT NULL,
+        until REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -13,13 +13,16 @@ import re
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlite_utils
 
 from appliance.store.audit import Actor, AuditLog, AuditRecord, format_time
 from appliance.store.checkpoints import Checkpoint
 from appliance.store.database import write_transaction
+
+if TYPE_CHECKING:
+    from appliance.store.extensions import ExtensionRepository
 
 TenantRole = Literal["admin", "read-only"]
 TENANT_ROLES: tuple[TenantRole, ...] = ("admin", "read-only")
@@ -245,31 +248,37 @@ class TenantScope:
     """The only way to tenant-owned rows: every query is bound to ``tenant_id``."""
 
     def __init__(self, directory: Directory, tenant_id: int) -> None:
-        self._directory = directory
+        self.directory = directory
         self.tenant_id = tenant_id
 
     def tenant(self) -> Tenant:
         """This scope's tenant."""
-        return self._directory.tenant(self.tenant_id)
+        return self.directory.tenant(self.tenant_id)
+
+    def extensions(self) -> ExtensionRepository:
+        """This tenant's SIP extensions."""
+        from appliance.store.extensions import ExtensionRepository
+
+        return ExtensionRepository(self)
 
     def add_user(self, actor: Actor, username: str, role: str, password_hash: str) -> User:
         """Create a user of this tenant (audited)."""
         if role not in TENANT_ROLES:
             raise InvalidInputError(f"role must be one of {', '.join(TENANT_ROLES)}")
-        return self._directory._add_user(
+        return self.directory._add_user(
             actor, self.tenant_id, _check_username(username), role, password_hash
         )
 
     def users(self) -> list[User]:
         """This tenant's users."""
-        rows = self._directory.db.table("users").rows_where(
+        rows = self.directory.db.table("users").rows_where(
             "tenant_id = ?", [self.tenant_id], order_by="username"
         )
         return [User(**row) for row in rows]
 
     def user(self, username: str) -> User:
         """One of this tenant's users; :class:`NotFoundError` for anyone else's."""
-        rows = self._directory.db.table("users").rows_where(
+        rows = self.directory.db.table("users").rows_where(
             "tenant_id = ? AND username = ?", [self.tenant_id, username]
         )
         for row in rows:

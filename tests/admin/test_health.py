@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from appliance.admin.health import HealthApp
 from appliance.store.audit import Actor
 from appliance.store.checkpoints import CheckpointKey
+from appliance.store.migrations import MIGRATIONS
 from appliance.store.tenants import Directory
 from appliance.testing.store import InlineStore
 
@@ -40,7 +41,7 @@ def test_healthy_store_and_chain(
     assert code == 200
     assert body == {
         "status": "ok",
-        "store": {"ok": True, "schema_version": 1},
+        "store": {"ok": True, "schema_version": len(MIGRATIONS)},
         "audit": {"ok": True, "records": 1, "last_checkpoint": None},
     }
     directory.record(actor, "test.event", "y")

@@ -1,0 +1,354 @@
+"""The SIP edge: what a received request turns into, for the part of SIP that
+phones meet first (REGISTER, OPTIONS). Sans-I/O: messages, flows and ``now``
+in; :data:`Action` values out, for the transport and the service to carry out.
+
+Order of work for a request, each step failing closed:
+
+1. a blocked source address gets nothing (the transport also drops early);
+2. RFC 3261 checks (:mod:`appliance.sip.validate`) answer malformed input;
+3. on UDP, a retransmission is absorbed by its server transaction;
+4. REGISTER: domain → Digest → brute-force rule → registrar.
+
+Only a REGISTER whose credentials are wrong (wrong password or unknown user,
+against a nonce we issued to that very address) counts against its source
+address. Not counted: the first unauthenticated REGISTER, a stale nonce, a
+nonce that is not ours, a replayed nonce count or malformed parameters: all of
+those can be sent from a spoofed UDP source, and counting them would let
+anyone get a victim blocked. The fifth failure is not answered: the address
+is blocked from that moment on.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from appliance.sip import digest
+from appliance.sip.blocklist import BlockLifted, Blocklist, BlockStarted
+from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
+from appliance.sip.errors import SipError
+from appliance.sip.grammar import SipUri, parse_sip_uri
+from appliance.sip.message import Message, parse_datagram
+from appliance.sip.registrar import Binding, Flow, Registrar
+from appliance.sip.responses import response
+from appliance.sip.transaction import (
+    MAGIC_COOKIE,
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+    ServerKey,
+    State,
+    Transmit,
+    server_key,
+)
+from appliance.sip.validate import check_request
+
+#: Methods this element handles today; the proxy adds INVITE and the rest.
+ALLOWED_METHODS = "REGISTER, OPTIONS"
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``data`` back over ``flow`` (to its source address on UDP)."""
+
+    flow: Flow
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CloseConnections:
+    """Close every TLS/TCP connection from ``ip`` (it was just blocked)."""
+
+    ip: str
+
+
+@dataclass(frozen=True)
+class BindingsChanged:
+    """Registrations to persist (``saved``) and delete (``removed``)."""
+
+    saved: tuple[Binding, ...]
+    removed: tuple[Binding, ...]
+
+
+@dataclass(frozen=True)
+class BlockChanged:
+    """A block began or ended: persist and audit it."""
+
+    event: BlockStarted | BlockLifted
+
+
+Action = Send | CloseConnections | BindingsChanged | BlockChanged
+_Transaction = InviteServerTransaction | NonInviteServerTransaction
+
+
+class SipEdge:
+    """Registrar and OPTIONS responder with Digest auth and the brute-force rule."""
+
+    def __init__(
+        self,
+        directory: SipDirectory,
+        verifier: digest.DigestVerifier,
+        registrar: Registrar,
+        blocklist: Blocklist,
+    ) -> None:
+        self.directory = directory
+        self.verifier = verifier
+        self.registrar = registrar
+        self.blocklist = blocklist
+        self._transactions: dict[ServerKey, tuple[_Transaction, Flow]] = {}
+        self._timers: list[tuple[float, ServerKey]] = []
+        self.counters: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def is_blocked(self, ip: str, now: float) -> bool:
+        """Whether everything from ``ip`` is to be dropped."""
+        return self.blocklist.is_blocked(ip, now)
+
+    def datagram_received(self, data: bytes, flow: Flow, now: float) -> list[Action]:
+        """Handle one UDP datagram."""
+        if self.blocklist.is_blocked(flow.remote[0], now):
+            self._count("dropped_blocked")
+            return []
+        try:
+            message = parse_datagram(data)
+        except SipError:
+            self._count("dropped_malformed")
+            return []
+        return self.message_received(message, flow, now)
+
+    def message_received(self, message: Message, flow: Flow, now: float) -> list[Action]:
+        """Handle one complete message from any transport."""
+        if self.blocklist.is_blocked(flow.remote[0], now):
+            self._count("dropped_blocked")
+            return []
+        if not message.is_request:
+            self._count("dropped_responses")  # no client transactions at the edge
+            return []
+        key = self._key(message, flow)
+        if message.method == "ACK":
+            return self._ack(key, now)
+        if key is not None and key in self._transactions:
+            self._count("retransmissions")
+            transaction, _ = self._transactions[key]
+            return self._sends(flow, transaction.receive_request(message.wire, now))
+        try:
+            check_request(message, for_us=self._for_us(message))
+            if message.method == "REGISTER":
+                return self._register(message, flow, now, key)
+            if message.method == "OPTIONS" and self._for_us(message):
+                headers = (("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
+                return self._answer(message, flow, now, key, 200, "OK", headers)
+            if message.method == "CANCEL":
+                raise SipError(481, "Call/Transaction Does Not Exist")
+            raise SipError(501, "Not Implemented", (("Allow", ALLOWED_METHODS),))
+        except SipError as error:
+            self._count(f"answered_{error.status}")
+            return self._answer(message, flow, now, key, error.status, error.reason, error.headers)
+
+    def _register(
+        self, message: Message, flow: Flow, now: float, key: ServerKey | None
+    ) -> list[Action]:
+        tenant = self._tenant(message)
+        to_uri = _sip_uri(message.to.uri)
+        if to_uri is None or to_uri.host.lower() != tenant.domain or not to_uri.user:
+            raise SipError(403, "Forbidden (To must be an extension of this domain)")
+        ip = flow.remote[0]
+        credentials = self._credentials(message, tenant.domain)
+        if credentials is None:
+            return self._challenge(message, flow, now, key, tenant, stale=False)
+        extension = self.directory.extension(tenant.id, credentials.username or "")
+        result = self.verifier.verify(
+            credentials,
+            "REGISTER",
+            extension.ha1 if extension is not None else None,
+            tenant.domain,
+            now=now,
+            source_ip=ip,
+        )
+        if result.outcome is digest.AuthOutcome.STALE:
+            return self._challenge(message, flow, now, key, tenant, stale=True)
+        if result.outcome is not digest.AuthOutcome.OK or extension is None:
+            if result.reason is digest.FailureReason.CREDENTIALS:
+                return self._auth_failed(message, flow, now, key, tenant)
+            return self._challenge(message, flow, now, key, tenant, stale=False)
+        self.blocklist.record_success(ip, now)
+        if extension.number != to_uri.user:
+            raise SipError(403, "Forbidden (credentials are for another extension)")
+        return self._bind(message, flow, now, key, extension)
+
+    def _tenant(self, message: Message) -> TenantEntry:
+        uri = parse_sip_uri(message.uri)
+        tenant = self.directory.tenant(uri.host)
+        if tenant is None or not tenant.active:
+            raise SipError(403, "Forbidden (domain not served here)")
+        return tenant
+
+    def _credentials(self, message: Message, realm: str) -> digest.Credentials | None:
+        """The Authorization for ``realm``; None when there is none to check."""
+        for field in message.all("authorization"):
+            try:
+                parsed = digest.parse_credentials(field.value)
+            except digest.DigestParseError:
+                raise SipError(400, "Bad Request (malformed Authorization)") from None
+            if isinstance(parsed, digest.UnsupportedScheme):
+                continue
+            if parsed.params.get("realm") == realm:
+                return parsed
+        return None
+
+    def _auth_failed(
+        self, message: Message, flow: Flow, now: float, key: ServerKey | None, tenant: TenantEntry
+    ) -> list[Action]:
+        self._count("auth_failures")
+        started = self.blocklist.record_failure(flow.remote[0], now)
+        if started is None:
+            return self._challenge(message, flow, now, key, tenant, stale=False)
+        self._count("blocks")
+        return [BlockChanged(started), CloseConnections(started.ip)]
+
+    def _challenge(
+        self,
+        message: Message,
+        flow: Flow,
+        now: float,
+        key: ServerKey | None,
+        tenant: TenantEntry,
+        *,
+        stale: bool,
+    ) -> list[Action]:
+        values = self.verifier.challenge(
+            tenant.domain, now=now, source_ip=flow.remote[0], stale=stale
+        )
+        headers = tuple(("WWW-Authenticate", value) for value in values)
+        return self._answer(message, flow, now, key, 401, "Unauthorized", headers)
+
+    def _bind(
+        self,
+        message: Message,
+        flow: Flow,
+        now: float,
+        key: ServerKey | None,
+        extension: ExtensionEntry,
+    ) -> list[Action]:
+        result = self.registrar.register(extension.tenant_id, extension.id, message, flow, now)
+        self._count("registers_ok" if result.status == 200 else f"answered_{result.status}")
+        actions = self._answer(
+            message, flow, now, key, result.status, result.reason, result.headers
+        )
+        if result.saved or result.removed:
+            actions.append(BindingsChanged(result.saved, result.removed))
+        return actions
+
+    def _for_us(self, message: Message) -> bool:
+        """A Request-URI with no user naming a served domain or an address literal."""
+        try:
+            uri = parse_sip_uri(message.uri)
+        except SipError:
+            return False
+        if uri.user:
+            return False
+        host = uri.host.lower()
+        return self.directory.tenant(host) is not None or host[:1] == "[" or host[:1].isdigit()
+
+    @staticmethod
+    def _key(message: Message, flow: Flow) -> ServerKey | None:
+        """The server transaction key; None on reliable flows (nothing is
+        retransmitted there) and for requests without an RFC 3261 branch."""
+        if flow.transport != "udp":
+            return None
+        try:
+            top = message.vias[0]
+        except (SipError, IndexError):
+            return None
+        branch = top.branch
+        if not branch or not branch.startswith(MAGIC_COOKIE):
+            return None
+        return server_key(branch, f"{top.host}:{top.port or 5060}", message.method)
+
+    def _answer(
+        self,
+        message: Message,
+        flow: Flow,
+        now: float,
+        key: ServerKey | None,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> list[Action]:
+        if not message.all("via"):
+            self._count("dropped_unanswerable")
+            return []
+        data = response(message, status, reason, headers, source=flow.remote)
+        if key is None:
+            return [Send(flow, data)]
+        transaction: _Transaction
+        if message.method == "INVITE":
+            transaction = InviteServerTransaction(reliable=False, now=now)
+        else:
+            transaction = NonInviteServerTransaction(reliable=False, now=now)
+        transaction.receive_request(message.wire, now)
+        actions = transaction.send_response(status, data, now)
+        self._track(key, transaction, flow)
+        return self._sends(flow, actions)
+
+    def _ack(self, key: ServerKey | None, now: float) -> list[Action]:
+        entry = self._transactions.get(key) if key is not None else None
+        if key is not None and entry is not None and isinstance(entry[0], InviteServerTransaction):
+            entry[0].receive_ack(now)
+            self._track(key, entry[0], entry[1])
+        return []  # an ACK is never answered
+
+    def _track(self, key: ServerKey, transaction: _Transaction, flow: Flow) -> None:
+        deadline = transaction.next_timer()
+        if transaction.state is State.TERMINATED or deadline is None:
+            self._transactions.pop(key, None)
+            return
+        self._transactions[key] = (transaction, flow)
+        heapq.heappush(self._timers, (deadline, key))
+
+    @staticmethod
+    def _sends(flow: Flow, actions: Sequence[object]) -> list[Action]:
+        return [Send(flow, a.raw) for a in actions if isinstance(a, Transmit)]
+
+    def next_timer(self) -> float | None:
+        """The earliest deadline among transactions, bindings and blocks."""
+        deadlines = [
+            d
+            for d in (
+                self._timers[0][0] if self._timers else None,
+                self.registrar.next_timer(),
+                self.blocklist.next_timer(),
+            )
+            if d is not None
+        ]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Fire everything due: retransmissions, transaction ends, expiries."""
+        actions: list[Action] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, key = heapq.heappop(self._timers)
+            entry = self._transactions.get(key)
+            if entry is None:
+                continue
+            transaction, flow = entry
+            due = transaction.next_timer()
+            if due is not None and due > now:
+                heapq.heappush(self._timers, (due, key))
+                continue
+            actions += self._sends(flow, transaction.handle_timer(now))
+            self._track(key, transaction, flow)
+        expired = self.registrar.handle_timer(now)
+        if expired:
+            actions.append(BindingsChanged((), tuple(expired)))
+        actions += [BlockChanged(lifted) for lifted in self.blocklist.handle_timer(now)]
+        return actions
+
+
+def _sip_uri(uri: str) -> SipUri | None:
+    try:
+        return parse_sip_uri(uri)
+    except SipError:
+        return None

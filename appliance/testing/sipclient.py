@@ -1,0 +1,102 @@
+"""A minimal SIP phone for tests: builds REGISTERs and answers Digest
+challenges with SHA-256 or MD5 (Debian's sipp and baresip speak only MD5).
+
+Sans-I/O like the core: it makes bytes and reads :class:`Message` values; the
+tests carry them over a fake or a real transport.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from appliance.sip import digest
+from appliance.sip.message import Message
+
+
+@dataclass
+class SipTestClient:
+    """One extension's phone."""
+
+    user: str
+    domain: str
+    password: str
+    transport: str = "UDP"
+    local: tuple[str, int] = ("127.0.0.1", 5062)
+    call_id: str = field(default_factory=lambda: secrets.token_hex(8) + "@test-phone")
+    cseq: int = 0
+    nc: int = 0
+    from_tag: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    def register(
+        self,
+        *,
+        expires: int = 600,
+        contact: str | None = None,
+        authorization: str | None = None,
+        user: str | None = None,
+    ) -> bytes:
+        """A new REGISTER (fresh branch, next CSeq)."""
+        self.cseq += 1
+        host, port = self.local
+        aor = f"sip:{user or self.user}@{self.domain}"
+        contact = (
+            contact
+            or f"<sip:{user or self.user}@{host}:{port};transport={self.transport.lower()}>"
+        )
+        lines = [
+            f"REGISTER sip:{self.domain} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport} {host}:{port}"
+            f";branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70",
+            f"From: <{aor}>;tag={self.from_tag}",
+            f"To: <{aor}>",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {self.cseq} REGISTER",
+            f"Contact: {contact}",
+            f"Expires: {expires}",
+            "User-Agent: telemancer-test-phone",
+        ]
+        if authorization:
+            lines.append(f"Authorization: {authorization}")
+        lines.append("Content-Length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def authorization(
+        self,
+        challenge: Message,
+        *,
+        algorithm: str = digest.SHA256,
+        password: str | None = None,
+        username: str | None = None,
+        nc: int | None = None,
+    ) -> str:
+        """The Authorization value answering ``challenge``'s offer of ``algorithm``."""
+        offer = next(
+            parsed
+            for value in (f.value for f in challenge.all("www-authenticate"))
+            if isinstance(parsed := digest.parse_credentials(value), digest.Credentials)
+            and parsed.params.get("algorithm", digest.MD5).upper() == algorithm
+        )
+        realm, nonce = offer.params["realm"], offer.params["nonce"]
+        username = username or self.user
+        self.nc = self.nc + 1 if nc is None else nc
+        nc_text = f"{self.nc:08x}"
+        cnonce = secrets.token_hex(8)
+        uri = f"sip:{self.domain}"
+        ha1 = digest.ha1(algorithm, username, realm, password or self.password)
+        answer = digest.response(
+            algorithm,
+            ha1,
+            nonce=nonce,
+            nc=nc_text,
+            cnonce=cnonce,
+            qop="auth",
+            method="REGISTER",
+            uri=uri,
+        )
+        return (
+            f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}",'
+            f' response="{answer}", algorithm={algorithm}, qop=auth, nc={nc_text},'
+            f' cnonce="{cnonce}"'
+        )
