@@ -2,7 +2,9 @@
 
 Thin by design: it parses arguments, calls the store or the service, and
 prints. Exit status 0 is success, 1 a refused or failed operation (the
-message says why, on stderr), 2 a usage error.
+message says why, on stderr), 2 a usage error. The SIP commands (extensions,
+registrations, bans) live in :mod:`appliance.cli_sip`; a running service picks
+their changes up from the database, with no restart.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("checkpoint", help="sign the chain's head now").set_defaults(
         func=cmd_audit_checkpoint
     )
+
+    from appliance.cli_sip import add_sip_commands
+
+    add_sip_commands(commands)
     return parser
 
 

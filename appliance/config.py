@@ -93,6 +93,28 @@ class LogConfig:
     level: LogLevel
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    """SIP listeners, the registrar's limits and the brute-force rule."""
+
+    tls_listen: ListenAddress
+    plaintext_enabled: bool
+    plaintext_listen: ListenAddress
+    internal_subnets: tuple[IPNetwork, ...]
+    failed_register_limit: int
+    failed_register_block_seconds: int
+    block_allowlist: tuple[IPNetwork, ...]
+    min_expires: int
+    max_expires: int
+    max_contacts: int
+    max_connections_per_ip: int
+    idle_timeout_seconds: int
+    nonce_lifetime_seconds: int
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration tree."""
@@ -106,6 +128,7 @@ class Config:
     secrets: SecretsConfig
     audit: AuditConfig
     log: LogConfig
+    sip: SipConfig
 
     @property
     def production(self) -> bool:
@@ -171,7 +194,33 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         format=log_r.choice("format", LOG_FORMATS, "auto"),
         level=log_r.choice("level", LOG_LEVELS, "info"),
     )
-    for section in (r, admin_r, tls_r, sec_r, audit_r, log_r):
+    sip_r = r.section("sip")
+    sip = SipConfig(
+        tls_listen=sip_r.listen("tls_listen", default="0.0.0.0:5061"),
+        plaintext_enabled=sip_r.boolean("plaintext_enabled", default=False),
+        plaintext_listen=sip_r.listen("plaintext_listen", default="0.0.0.0:5060"),
+        internal_subnets=sip_r.networks("internal_subnets"),
+        failed_register_limit=sip_r.integer("failed_register_limit", 5, minimum=1, maximum=1000),
+        failed_register_block_seconds=sip_r.integer(
+            "failed_register_block_seconds", 900, minimum=1, maximum=30 * 86400
+        ),
+        block_allowlist=sip_r.networks("block_allowlist"),
+        min_expires=sip_r.integer("min_expires", 60, minimum=1, maximum=86400),
+        max_expires=sip_r.integer("max_expires", 3600, minimum=60, maximum=86400),
+        max_contacts=sip_r.integer("max_contacts", 10, minimum=1, maximum=100),
+        max_connections_per_ip=sip_r.integer(
+            "max_connections_per_ip", 64, minimum=1, maximum=100_000
+        ),
+        idle_timeout_seconds=sip_r.integer("idle_timeout_seconds", 600, minimum=10, maximum=86400),
+        nonce_lifetime_seconds=sip_r.integer(
+            "nonce_lifetime_seconds", 300, minimum=10, maximum=3600
+        ),
+    )
+    if sip.plaintext_enabled and not sip.internal_subnets:
+        sip_r.problem("internal_subnets", "plaintext_enabled needs at least one internal subnet")
+    if sip.min_expires > sip.max_expires:
+        sip_r.problem("min_expires", "must not exceed max_expires")
+    for section in (r, admin_r, tls_r, sec_r, audit_r, log_r, sip_r):
         section.reject_unknown()
     if tls_cert is None or tls_key is None or audit_key is None or data_dir is None:
         return None
@@ -185,6 +234,7 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         secrets=SecretsConfig(jwt_signing_key=jwt_key, audit_signing_key=audit_key),
         audit=audit,
         log=log,
+        sip=sip,
     )
 
 
@@ -319,6 +369,19 @@ class _Reader:
             self.problem(key, str(e))
             return None
 
+    def networks(self, key: str) -> tuple[IPNetwork, ...]:
+        """A list of CIDR strings (``10.0.0.0/8``, ``::1/128``); host bits are an error."""
+        value = self._get(key, list, "a list of CIDR strings")
+        if value is _MISSING:
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(ipaddress.ip_network(str(item)))
+            except ValueError as e:
+                self.problem(f"{key}[{i}]", f"not a CIDR network: {e}")
+        return tuple(out)
+
     def listen(self, key: str, default: str) -> ListenAddress:
         value = self._get(key, str, "a host:port string")
         text = default if value is _MISSING else value
@@ -373,3 +436,17 @@ def redacted_summary(config: Config) -> Iterator[str]:
     yield f"audit.checkpoint_interval_seconds: {config.audit.checkpoint_interval_seconds}"
     yield f"log.format: {config.log.format}"
     yield f"log.level: {config.log.level}"
+    sip = config.sip
+    yield f"sip.tls_listen: {sip.tls_listen}"
+    yield f"sip.plaintext_enabled: {str(sip.plaintext_enabled).lower()}"
+    yield f"sip.plaintext_listen: {sip.plaintext_listen}"
+    yield f"sip.internal_subnets: {', '.join(map(str, sip.internal_subnets)) or '(none)'}"
+    yield f"sip.failed_register_limit: {sip.failed_register_limit}"
+    yield f"sip.failed_register_block_seconds: {sip.failed_register_block_seconds}"
+    yield f"sip.block_allowlist: {', '.join(map(str, sip.block_allowlist)) or '(none)'}"
+    yield f"sip.min_expires: {sip.min_expires}"
+    yield f"sip.max_expires: {sip.max_expires}"
+    yield f"sip.max_contacts: {sip.max_contacts}"
+    yield f"sip.max_connections_per_ip: {sip.max_connections_per_ip}"
+    yield f"sip.idle_timeout_seconds: {sip.idle_timeout_seconds}"
+    yield f"sip.nonce_lifetime_seconds: {sip.nonce_lifetime_seconds}"

@@ -35,6 +35,13 @@ data_dir = "."
 [admin]
 listen = "127.0.0.1:8443"
 
+[sip]
+tls_listen = "127.0.0.1:5061"
+# Plaintext SIP (UDP and TCP) is off unless enabled, and then only for these subnets.
+plaintext_enabled = false
+plaintext_listen = "127.0.0.1:5060"
+internal_subnets = ["127.0.0.0/24"]
+
 [tls]
 certificate = "tls/server.crt"
 private_key = "file:tls/server.key"

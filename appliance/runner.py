@@ -15,8 +15,9 @@ from twisted.python.failure import Failure
 
 from appliance.config import Config
 from appliance.logs import start_logging
+from appliance.reactor import IApplianceReactor
 from appliance.sdnotify import notify
-from appliance.service import IApplianceReactor, make_service
+from appliance.service import make_service
 
 log = Logger()
 
@@ -32,7 +33,7 @@ def run(config: Config, stdout: TextIO, environ: Mapping[str, str]) -> int:
 
     def listening(urls: list[str]) -> None:
         for url in urls:
-            log.info("admin console and API on {url} (health: {url}healthz)", url=url)
+            log.info("listening on {url}", url=url)
         notify("READY=1", environ)
 
     def failed(failure: Failure) -> None:

@@ -80,3 +80,13 @@ def _strip_newline(data: bytes) -> bytes:
     if data.endswith(b"\r\n"):
         return data[:-2]
     return data[:-1] if data.endswith(b"\n") else data
+
+
+def derive_key(secret: Secret, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, derived from ``secret`` with HKDF-SHA256, so
+    one configured secret can key several mechanisms without reuse."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+    return hkdf.derive(secret.value)

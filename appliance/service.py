@@ -18,29 +18,30 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import (
     IListeningPort,
-    IReactorCore,
-    IReactorFromThreads,
     IReactorSSL,
-    IReactorTime,
 )
 from twisted.logger import Logger
 from twisted.web.server import Site
-from zope.interface import Interface
 
 from appliance import __version__, preflight, tls
 from appliance.admin.health import HealthApp
 from appliance.config import Config, ConfigError, ListenAddress
+from appliance.reactor import IApplianceReactor
+from appliance.secrets import derive_key
+from appliance.sip.blocklist import Blocklist
+from appliance.sip.digest import DigestVerifier, NonceFactory
+from appliance.sip.edge import SipEdge
+from appliance.sip.registrar import Registrar
+from appliance.sipservice import SipService
 from appliance.store import open_directory
 from appliance.store.audit import Actor, verify_database
 from appliance.store.checkpoints import CheckpointKey, CheckpointKeyError
+from appliance.store.sipstate import data_version, load_bindings, load_blocks, load_directory
+from appliance.store.tenants import Directory
 from appliance.store.thread import StoreThread
 
 SYSTEM_ACTOR = Actor("system", "appliance")
 log = Logger()
-
-
-class IApplianceReactor(IReactorCore, IReactorTime, IReactorSSL, IReactorFromThreads, Interface):
-    """The reactor features the appliance uses, named so tests can supply fakes."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Prepared:
     """What a config yields once every file it names has been loaded and checked."""
 
     tls_options: ssl.CertificateOptions
+    sip_tls_options: ssl.CertificateOptions
     checkpoint_key: CheckpointKey
 
 
@@ -58,9 +60,12 @@ def prepare(config: Config, sysfs: Path = Path("/sys")) -> Prepared:
         preflight.check(config, sysfs)
     except ConfigError as e:
         problems += e.problems
-    tls_options = None
+    tls_options = sip_tls_options = None
     try:
         tls_options = tls.server_options(config.tls)
+        sip_tls_options = tls.server_options(
+            config.tls, session_tickets=True, ask_client_certificate=True
+        )
     except ConfigError as e:
         problems += e.problems
     key = None
@@ -68,9 +73,9 @@ def prepare(config: Config, sysfs: Path = Path("/sys")) -> Prepared:
         key = CheckpointKey.from_pem(config.secrets.audit_signing_key.value)
     except CheckpointKeyError as e:
         problems.append(("secrets.audit_signing_key", str(e)))
-    if problems or tls_options is None or key is None:
+    if problems or tls_options is None or sip_tls_options is None or key is None:
         raise ConfigError(problems)
-    return Prepared(tls_options, key)
+    return Prepared(tls_options, sip_tls_options, key)
 
 
 class TLSListener(Service):
@@ -110,10 +115,11 @@ class TLSListener(Service):
 class Appliance(MultiService):
     """The running appliance: the store thread plus every listener and timer."""
 
-    def __init__(self, store: StoreThread, admin: TLSListener) -> None:
+    def __init__(self, store: StoreThread, admin: TLSListener, sip: SipService) -> None:
         super().__init__()
         self.store = store
         self.admin = admin
+        self.sip = sip
 
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         """Start the store thread first: listeners need it from their first request."""
@@ -132,8 +138,11 @@ class Appliance(MultiService):
 
     def when_listening(self) -> Deferred[list[str]]:
         """Fires with the URLs served once every listener is open, or with the first error."""
-        return gatherResults([self.admin.listening], consumeErrors=True).addCallback(
-            lambda _ports: [f"https://{self.admin.address}/"]
+        admin = self.admin.listening.addCallback(
+            lambda _: [f"https://{self.admin.address}/ (admin console and API; GET /healthz)"]
+        )
+        return gatherResults([admin, self.sip.listening], consumeErrors=True).addCallback(
+            lambda lists: [url for urls in lists for url in urls]
         )
 
 
@@ -176,8 +185,17 @@ def make_service(
     admin = TLSListener(
         reactor, config.admin.listen, prepared.tls_options, Site(health.app.resource())
     )
-    appliance = Appliance(store, admin)
+    sip = SipService(
+        reactor,
+        config.sip,
+        _sip_edge(config, directory, reactor.seconds()),
+        store,
+        prepared.sip_tls_options,
+        data_version(directory.db),
+    )
+    appliance = Appliance(store, admin, sip)
     admin.setServiceParent(appliance)
+    sip.setServiceParent(appliance)
     checkpoints = TimerService(
         config.audit.checkpoint_interval_seconds,
         lambda: store.run(lambda d: d.checkpoint_audit()).addErrback(
@@ -187,3 +205,27 @@ def make_service(
     checkpoints.clock = reactor
     checkpoints.setServiceParent(appliance)
     return appliance
+
+
+def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
+    """The SIP core, loaded with the stored directory, registrations and blocks."""
+    sip = config.sip
+    nonces = NonceFactory(
+        derive_key(config.secrets.jwt_signing_key, "telemancer sip digest nonce"),
+        sip.nonce_lifetime_seconds,
+    )
+    registrar = Registrar(
+        min_expires=sip.min_expires,
+        max_expires=sip.max_expires,
+        default_expires=sip.max_expires,
+        max_contacts=sip.max_contacts,
+    )
+    registrar.restore(load_bindings(directory.db, now))
+    blocklist = Blocklist(
+        limit=sip.failed_register_limit,
+        block_seconds=sip.failed_register_block_seconds,
+        allowlist=[str(network) for network in sip.block_allowlist],
+    )
+    for block in load_blocks(directory.db, now):
+        blocklist.restore(block.ip, block.since, block.until, block.reason, now=now)
+    return SipEdge(load_directory(directory.db), DigestVerifier(nonces), registrar, blocklist)

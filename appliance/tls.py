@@ -27,8 +27,15 @@ CIPHERS = (
 _T = TypeVar("_T")
 
 
-def server_options(tls: TLSConfig) -> ssl.CertificateOptions:
-    """Build the server's :class:`CertificateOptions`, or raise :class:`ConfigError`."""
+def server_options(
+    tls: TLSConfig, *, session_tickets: bool = False, ask_client_certificate: bool = False
+) -> ssl.CertificateOptions:
+    """Build the server's :class:`CertificateOptions`, or raise :class:`ConfigError`.
+
+    ``session_tickets`` enables resumption (the SIP listener, where phones
+    reconnect often). ``ask_client_certificate`` requests a certificate without
+    requiring or verifying one, so a peer's can be recorded.
+    """
     problems: list[tuple[str, str]] = []
     certificate = _load(
         problems,
@@ -55,12 +62,14 @@ def server_options(tls: TLSConfig) -> ssl.CertificateOptions:
         raise ConfigError(problems)
     # Twisted annotates pyOpenSSL's X509/PKey, which pyOpenSSL has deprecated; it
     # passes these straight to pyOpenSSL, which takes cryptography objects.
-    options = ssl.CertificateOptions(
+    factory = _AskClientCertificate if ask_client_certificate else ssl.CertificateOptions
+    options = factory(
         privateKey=cast(Any, key),
         certificate=cast(Any, certificate),
         extraCertChain=cast(Any, chain),
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS),
+        enableSessionTickets=session_tickets,
     )
     try:
         # Builds the context now, so a key that does not match fails before listening.
@@ -78,3 +87,13 @@ def _load(problems: list[tuple[str, str]], key: str, load: Callable[[], _T]) -> 
     except (ValueError, TypeError) as e:
         problems.append((key, f"not a valid PEM file: {e}"))
     return None
+
+
+class _AskClientCertificate(ssl.CertificateOptions):
+    """Asks for a client certificate and accepts any (or none): phones
+    authenticate with Digest; the certificate is only recorded."""
+
+    def _makeContext(self, skipCiphers: bool = False) -> SSL.Context:  # noqa: N802, N803
+        context = super()._makeContext(skipCiphers)
+        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, lambda *_: True)
+        return context

@@ -11,7 +11,8 @@ from twisted.internet.testing import MemoryReactorClock
 from appliance import config as config_module
 from appliance.cli import main
 from appliance.config import ConfigError
-from appliance.service import IApplianceReactor, make_service
+from appliance.reactor import IApplianceReactor
+from appliance.service import make_service
 from appliance.store.audit import records
 from appliance.store.database import open_database
 

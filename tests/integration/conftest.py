@@ -11,10 +11,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from appliance.config import load
+from appliance.store import open_directory
+from appliance.store.audit import Actor
+from appliance.store.checkpoints import CheckpointKey
 
 DEADLINE_SECONDS = 30.0
 
@@ -87,7 +93,10 @@ def dev_instance(tmp_path: Path) -> tuple[Path, int]:
     assert result.returncode == 0, result.stderr
     port = free_port()
     config = var / "telemancer.toml"
-    config.write_text(config.read_text().replace("127.0.0.1:8443", f"127.0.0.1:{port}"))
+    text = config.read_text().replace("127.0.0.1:8443", f"127.0.0.1:{port}")
+    text = text.replace("127.0.0.1:5061", f"127.0.0.1:{free_port()}")
+    text = text.replace("127.0.0.1:5060", f"127.0.0.1:{free_port()}")
+    config.write_text(text)
     return config, port
 
 
@@ -96,3 +105,47 @@ def child_env() -> Iterator[dict[str, str]]:
     """The environment for a child process, without a stray NOTIFY_SOCKET."""
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     yield env
+
+
+@dataclass(frozen=True)
+class SipInstance:
+    """A dev instance with one tenant and extension, and the SIP ports it will use."""
+
+    config: Path
+    tls_port: int
+    plain_port: int
+    ca: Path
+    domain: str = "acme.example"
+    extension: str = "1001"
+    password: str = "phone-secret-1001"
+
+
+@pytest.fixture
+def sip_instance(tmp_path: Path) -> SipInstance:
+    """A dev instance with plaintext SIP enabled for 127.0.0.1/32 only, a tenant
+    acme.example and extension 1001 (added through the store, as the CLI does)."""
+    var = tmp_path / "var"
+    assert telemancer("init", "--dev", str(var)).returncode == 0
+    config = var / "telemancer.toml"
+    tls_port, plain_port = free_port(), free_port()
+    text = config.read_text().replace("127.0.0.1:8443", f"127.0.0.1:{free_port()}")
+    text = text.replace("127.0.0.1:5061", f"127.0.0.1:{tls_port}")
+    text = text.replace(
+        'plaintext_listen = "127.0.0.1:5060"', f'plaintext_listen = "0.0.0.0:{plain_port}"'
+    )
+    text = text.replace("plaintext_enabled = false", "plaintext_enabled = true")
+    text = text.replace(
+        'internal_subnets = ["127.0.0.0/24"]', 'internal_subnets = ["127.0.0.1/32"]'
+    )
+    config.write_text(text)
+    instance = SipInstance(config, tls_port, plain_port, var / "tls" / "ca.crt")
+    loaded = load(config, {})
+    key = CheckpointKey.from_pem(loaded.secrets.audit_signing_key.value)
+    store = open_directory(loaded.database_path, key, 100, time.time)
+    actor = Actor("unix:test", "console")
+    tenant = store.add_tenant(
+        actor, "Acme", instance.domain, max_extensions=10, max_concurrent_calls=5
+    )
+    store.scope(tenant.id).extensions().add(actor, instance.extension, instance.password)
+    store.db.close()
+    return instance

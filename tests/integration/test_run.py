@@ -37,8 +37,8 @@ def test_run_serves_healthz_over_tls_and_stops_cleanly(
         notify_socket.settimeout(DEADLINE_SECONDS)
         running = Running(config, {**child_env, "NOTIFY_SOCKET": str(notify_path)})
         try:
-            event = running.wait_for("admin console and API on")
-            assert event["url"] == f"https://127.0.0.1:{port}/"
+            event = running.wait_for("listening on")
+            assert event["url"].startswith(f"https://127.0.0.1:{port}/ (admin")
             assert notify_socket.recv(256) == b"READY=1"
             ca = str(config.parent / "tls" / "ca.crt")
             result = _curl(f"https://127.0.0.1:{port}/healthz", "--cacert", ca)
@@ -60,7 +60,7 @@ def test_tls_refuses_old_versions_and_weak_ciphers(
     config, port = dev_instance
     running = Running(config, child_env)
     try:
-        running.wait_for("admin console and API on")
+        running.wait_for("listening on")
         url = f"https://127.0.0.1:{port}/healthz"
         assert _curl(url, "--insecure", "--tlsv1.2", "--tls-max", "1.2").returncode == 0
         for weak in ("AES128-SHA", "ECDHE-ECDSA-AES128-SHA", "AES128-GCM-SHA256"):

@@ -1,0 +1,330 @@
+"""The SIP service: runs the sans-I/O edge on the reactor.
+
+It owns the listeners, one timer re-armed to the core's next deadline, and
+the link to the store: registrations are written in batches (phones refresh
+often), blocks and lifts are written and audited at once, and the directory
+(tenants, extensions) and blocks are re-read when another process (the CLI,
+the recovery console) changes the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from appliance.config import SipConfig
+from appliance.reactor import IApplianceReactor
+from appliance.sip.blocklist import BlockLifted, BlockStarted
+from appliance.sip.directory import SipDirectory
+from appliance.sip.edge import (
+    Action,
+    BindingsChanged,
+    BlockChanged,
+    CloseConnections,
+    Send,
+    SipEdge,
+)
+from appliance.sip.message import Message
+from appliance.sip.registrar import Binding, Flow
+from appliance.sip.transport import (
+    SipDatagramProtocol,
+    SipStreamFactory,
+    SipStreamProtocol,
+)
+from appliance.store.audit import Actor
+from appliance.store.sipstate import (
+    StoredBlock,
+    data_version,
+    delete_block,
+    load_blocks,
+    load_directory,
+    save_bindings,
+    save_block,
+)
+from appliance.store.tenants import Directory
+from appliance.store.thread import StoreRunner
+
+SYSTEM_ACTOR = Actor("system", "appliance")
+#: How often registration changes are written, and the database polled.
+FLUSH_SECONDS = 1.0
+POLL_SECONDS = 2.0
+
+
+class SipService(Service):
+    """Listeners + edge + timers + persistence."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IApplianceReactor,
+        config: SipConfig,
+        edge: SipEdge,
+        store: StoreRunner,
+        tls_options: ssl.CertificateOptions,
+        known_data_version: int,
+    ) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.edge = edge
+        self.store = store
+        self.tls_options = tls_options
+        self.connections: dict[str, SipStreamProtocol] = {}
+        self.counters: dict[str, int] = {}
+        self._timer: IDelayedCall | None = None
+        self._pending_saved: dict[tuple[int, str], Binding] = {}
+        self._pending_removed: dict[tuple[int, str], Binding] = {}
+        self._data_version = known_data_version
+        self._udp: SipDatagramProtocol | None = None
+        self._ports: list[IListeningPort] = []
+        self._loops: list[LoopingCall] = []
+        self.listening: Deferred[list[str]] = Deferred()
+
+    # -- SipHandler, called by the transports ------------------------------
+
+    def is_blocked(self, ip: str) -> bool:
+        """Whether to drop everything from ``ip``."""
+        return self.edge.is_blocked(ip, self.reactor.seconds())
+
+    def message_received(self, message: Message, flow: Flow) -> None:
+        """Run a stream message through the edge."""
+        self._perform(self.edge.message_received(message, flow, self.reactor.seconds()))
+
+    def datagram_received(self, data: bytes, flow: Flow) -> None:
+        """Run a datagram through the edge."""
+        self._perform(self.edge.datagram_received(data, flow, self.reactor.seconds()))
+
+    def connection_made(self, connection: SipStreamProtocol) -> None:
+        """Track a stream so responses and later requests can use it."""
+        self.connections[connection.flow.connection] = connection
+
+    def connection_lost(self, connection: SipStreamProtocol) -> None:
+        """Forget a stream."""
+        self.connections.pop(connection.flow.connection, None)
+
+    def count(self, name: str) -> None:
+        """Bump a transport counter."""
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # -- carrying out the core's actions ----------------------------------
+
+    def _perform(self, actions: Sequence[Action]) -> None:
+        now = self.reactor.seconds()
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.flow, action.data)
+            elif isinstance(action, CloseConnections):
+                for connection in list(self.connections.values()):
+                    if connection.flow.remote[0] == action.ip:
+                        connection.abort()
+            elif isinstance(action, BindingsChanged):
+                self._queue_bindings(action, now)
+            elif isinstance(action, BlockChanged):
+                self._persist_block(action.event)
+        self._rearm()
+
+    def _send(self, flow: Flow, data: bytes) -> None:
+        if flow.transport == "udp":
+            if self._udp is not None:
+                self._udp.send(data, flow.remote)
+            return
+        connection = self.connections.get(flow.connection)
+        if connection is None:
+            self.count("send_on_closed_flow")
+            return
+        connection.send(data)
+
+    def _queue_bindings(self, change: BindingsChanged, now: float) -> None:
+        for binding in change.saved:
+            key = (binding.extension_id, binding.contact)
+            self._pending_removed.pop(key, None)
+            self._pending_saved[key] = binding
+            connection = self.connections.get(binding.flow.connection)
+            if connection is not None:
+                connection.keep_open_until(binding.expires_at, now)
+        for binding in change.removed:
+            key = (binding.extension_id, binding.contact)
+            self._pending_saved.pop(key, None)
+            self._pending_removed[key] = binding
+
+    def _persist_block(self, event: BlockStarted | BlockLifted) -> None:
+        now = self.reactor.seconds()
+        if isinstance(event, BlockStarted):
+            self.log.warn(
+                "blocked {ip} after {failures} failed REGISTERs until {until}",
+                ip=event.ip,
+                failures=event.failures,
+                until=event.until,
+            )
+            block = StoredBlock(event.ip, event.reason, event.since, event.until)
+
+            def write(d: Directory) -> object:
+                save_block(d.db, d.audit, SYSTEM_ACTOR, block, now)
+                return None
+
+        else:
+            self.log.info("block on {ip} ended ({reason})", ip=event.ip, reason=str(event.reason))
+
+            def write(d: Directory) -> object:
+                return delete_block(d.db, d.audit, SYSTEM_ACTOR, event.ip, str(event.reason), now)
+
+        self.store.run(write).addErrback(
+            lambda f: self.log.failure("could not persist a block", f)
+        )
+
+    def _rearm(self) -> None:
+        deadline = self.edge.next_timer()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer.getTime() <= deadline:
+                return
+            self._timer.cancel()
+        delay = max(0.0, deadline - self.reactor.seconds())
+        self._timer = self.reactor.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._perform(self.edge.handle_timer(self.reactor.seconds()))
+
+    # -- the store ----------------------------------------------------------
+
+    def flush(self) -> Deferred[None]:
+        """Write queued registration changes in one transaction."""
+        saved = list(self._pending_saved.values())
+        removed = list(self._pending_removed.values())
+        self._pending_saved.clear()
+        self._pending_removed.clear()
+        if not saved and not removed:
+            return succeed(None)
+        return self.store.run(lambda d: save_bindings(d.db, saved, removed)).addErrback(
+            lambda f: self.log.failure("could not save registrations", f)
+        )
+
+    def poll(self) -> Deferred[None]:
+        """Reload the directory and blocks if another process changed the database."""
+
+        started = self.reactor.seconds()
+
+        def read(d: Directory) -> tuple[int, SipDirectory, list[StoredBlock]] | None:
+            version = data_version(d.db)
+            if version == self._data_version:
+                return None
+            return version, load_directory(d.db), load_blocks(d.db, started)
+
+        def apply(result: tuple[int, SipDirectory, list[StoredBlock]] | None) -> None:
+            if result is None:
+                return
+            version, directory, blocks = result
+            self._data_version = version
+            self.edge.directory = directory
+            self._sync_blocks(blocks, started)
+
+        return (
+            self.store.run(read)
+            .addCallback(apply)
+            .addErrback(lambda f: self.log.failure("could not reload the SIP directory", f))
+        )
+
+    def _sync_blocks(self, stored: list[StoredBlock], read_at: float) -> None:
+        """Lift blocks an operator deleted; blocks that began after the read are
+        not in it yet and are left alone."""
+        now = self.reactor.seconds()
+        wanted = {entry.ip for entry in stored}
+        for active in self.edge.blocklist.blocks(now):
+            if active.ip not in wanted and active.since < read_at:
+                self.edge.blocklist.lift(active.ip, now)
+                self.log.info("block on {ip} lifted from the console", ip=active.ip)
+        for entry in stored:
+            self.edge.blocklist.restore(entry.ip, entry.since, entry.until, entry.reason, now=now)
+        self._rearm()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        """Open the listeners; ``listening`` fires with their URLs."""
+        super().startService()
+        config = self.config
+        tls = SipStreamFactory(
+            self,
+            transport_name="tls",
+            max_per_ip=config.max_connections_per_ip,
+            idle_timeout=config.idle_timeout_seconds,
+        )
+        waits: list[Deferred[str]] = [
+            self._listen(
+                SSL4ServerEndpoint(
+                    self.reactor,
+                    config.tls_listen.port,
+                    self.tls_options,
+                    interface=config.tls_listen.host,
+                ),
+                tls,
+                f"sips:{config.tls_listen} (TLS)",
+            )
+        ]
+        if config.plaintext_enabled:
+            tcp = SipStreamFactory(
+                self,
+                transport_name="tcp",
+                max_per_ip=config.max_connections_per_ip,
+                idle_timeout=config.idle_timeout_seconds,
+                allowed=config.internal_subnets,
+            )
+            address = config.plaintext_listen
+            waits.append(
+                self._listen(
+                    TCP4ServerEndpoint(self.reactor, address.port, interface=address.host),
+                    tcp,
+                    f"sip:{address} (TCP, internal subnets only)",
+                )
+            )
+            self._udp = SipDatagramProtocol(self, config.internal_subnets)
+            self._ports.append(
+                self.reactor.listenUDP(
+                    address.port, self._udp, interface=address.host, maxPacketSize=65_535
+                )
+            )
+            self.log.info(
+                "SIP listening on sip:{address} (UDP, internal subnets only)", address=str(address)
+            )
+        for interval, call in ((FLUSH_SECONDS, self.flush), (POLL_SECONDS, self.poll)):
+            loop = LoopingCall(call)
+            loop.clock = self.reactor
+            loop.start(interval, now=False)
+            self._loops.append(loop)
+        self._rearm()
+        gatherResults(waits, consumeErrors=True).chainDeferred(self.listening)
+
+    def _listen(self, endpoint: object, factory: SipStreamFactory, name: str) -> Deferred[str]:
+        def listened(port: IListeningPort) -> str:
+            self._ports.append(port)
+            self.log.info("SIP listening on {name}", name=name)
+            return name
+
+        return endpoint.listen(factory).addCallback(listened)  # type: ignore[attr-defined, no-any-return]
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802 (Twisted's name)
+        """Close listeners and connections, then write what is queued."""
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        for connection in list(self.connections.values()):
+            connection.abort()
+        stops: list[Deferred[Any]] = []
+        for port in self._ports:
+            result = port.stopListening()
+            if isinstance(result, Deferred):
+                stops.append(result)
+        return gatherResults([*stops, self.flush()]).addCallback(lambda _: None)
