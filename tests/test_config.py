@@ -674,3 +674,33 @@ def test_redacted_summary_of_dev_default_jwt_key(tmp_path: Path) -> None:
     summary = "\n".join(redacted_summary(load(_instance(tmp_path, text), {})))
     assert DEV_JWT_SIGNING_KEY.decode() not in summary
     assert f"<secret {DEV_JWT_REFERENCE}>" in summary
+
+
+def test_sip_section_defaults_and_values(tmp_path: Path) -> None:
+    """The dev [sip] section loads into typed values; absent keys take their defaults."""
+    config = load(_instance(tmp_path), {})
+    sip = config.sip
+    assert str(sip.tls_listen) == "127.0.0.1:5061" and sip.plaintext_enabled is False
+    assert [str(n) for n in sip.internal_subnets] == ["127.0.0.0/24"]
+    assert (sip.failed_register_limit, sip.failed_register_block_seconds) == (5, 900)
+    assert (sip.min_expires, sip.max_expires, sip.max_contacts) == (60, 3600, 10)
+
+
+def test_plaintext_needs_internal_subnets(tmp_path: Path) -> None:
+    """Enabling plaintext SIP with no internal subnet is refused, naming the key."""
+    text = _edit(BASE_CONFIG, "plaintext_enabled = false", "plaintext_enabled = true")
+    text = _edit(text, 'internal_subnets = ["127.0.0.0/24"]', "internal_subnets = []")
+    assert _problems(_instance(tmp_path, text)) == [
+        ("sip.internal_subnets", "plaintext_enabled needs at least one internal subnet")
+    ]
+
+
+def test_bad_cidrs_are_reported_by_index(tmp_path: Path) -> None:
+    """Each malformed CIDR (or one with host bits) is reported under its list index."""
+    text = _edit(
+        BASE_CONFIG,
+        'internal_subnets = ["127.0.0.0/24"]',
+        'internal_subnets = ["10.0.0.0/8", "10.0.0.1/8", "nonsense"]',
+    )
+    keys = [key for key, _ in _problems(_instance(tmp_path, text))]
+    assert keys == ["sip.internal_subnets[1]", "sip.internal_subnets[2]"]
