@@ -134,10 +134,11 @@ class SipEdge:
             transaction, _ = self._transactions[key]
             return self._sends(flow, transaction.receive_request(message.wire, now))
         try:
-            check_request(message, for_us=self._for_us(message))
+            for_us = self._for_us(message)
+            check_request(message, for_us=for_us)
             if message.method == "REGISTER":
                 return self._register(message, flow, now, key)
-            if message.method == "OPTIONS" and self._for_us(message):
+            if message.method == "OPTIONS" and for_us:
                 headers = (("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
                 return self._answer(message, flow, now, key, 200, "OK", headers)
             if message.method == "CANCEL":

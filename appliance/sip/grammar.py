@@ -11,6 +11,7 @@ quotes, non-token display names, empty parameters).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -30,6 +31,15 @@ _SENT_PROTOCOL = re.compile(
     rf"([{_TCHARS}]+)[ \t]*/[ \t]*([{_TCHARS}]+)[ \t]*/[ \t]*([{_TCHARS}]+)[ \t]+"
 )
 _CALL_ID = re.compile(r"[^\s]+")
+_WHITESPACE = re.compile(r"\s")
+# Fast paths for the forms phones actually send; anything else takes the
+# general scanner, which accepts the same language.
+_COMPACT_PARAMS = re.compile(rf'(?:;[{_TCHARS}]+(?:=[^\s;,"<>=]+)?)+')
+_SIMPLE_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?((?:;.*)?)",
+    re.DOTALL,
+)
+_SIMPLE_NAME_ADDR = re.compile(r'("(?:[^"\\]|\\.)*")?[ \t]*<([^<>\s]+)>((?:;\S*)?)', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,9 @@ class Params:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(k.lower() == name.lower() for k, _ in self.items)
+
+
+_NO_PARAMS = Params()
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,15 @@ def split_commas(value: str) -> list[str]:
 
 def parse_params(text: str, what: str) -> Params:
     """Parse ``*( SEMI name [EQUAL value] )`` with LWS around the separators."""
+    if not text:
+        return _NO_PARAMS
+    if _COMPACT_PARAMS.fullmatch(text):
+        # The usual case (no LWS, no quoted values) without the general scanner.
+        compact: list[tuple[str, str | None]] = []
+        for item in text[1:].split(";"):
+            name, equals, value_text = item.partition("=")
+            compact.append((name, value_text if equals else None))
+        return Params(tuple(compact))
     items: list[tuple[str, str | None]] = []
     rest = text.strip(" \t")
     while rest:
@@ -188,6 +210,13 @@ def _parse_hostport(text: str) -> tuple[str, int | None]:
 
 def parse_via(value: str) -> Via:
     """Parse one Via value."""
+    simple = _SIMPLE_VIA.fullmatch(value)
+    if simple is not None:
+        port = int(simple[3]) if simple[3] else None
+        if port is not None and not 0 < port < 65536:
+            raise bad_request("malformed port")
+        host = parse_host(simple[2])
+        return Via(simple[1].upper(), host, port, parse_params(simple[4], "Via"))
     protocol = _SENT_PROTOCOL.match(value)
     if protocol is None:
         raise bad_request("malformed Via")
@@ -230,6 +259,10 @@ def parse_max_forwards(value: str) -> int:
 
 def parse_name_addr(value: str) -> NameAddr:
     """Parse ``[display-name] <URI> *params`` or ``addr-spec *params``."""
+    simple = _SIMPLE_NAME_ADDR.fullmatch(value)
+    if simple is not None:
+        _check_absolute_uri(simple[2])
+        return NameAddr(simple[1], simple[2], parse_params(simple[3], "header"), True)
     text = value.strip(" \t")
     display: str | None = None
     if text.startswith('"'):
@@ -252,7 +285,7 @@ def parse_name_addr(value: str) -> NameAddr:
         if gt < 0:
             raise bad_request("unterminated <URI>")
         uri = text[1:gt]
-        if not uri or uri != uri.strip() or any(c.isspace() for c in uri):
+        if not uri or _WHITESPACE.search(uri):
             raise bad_request("whitespace inside <URI>")
         _check_absolute_uri(uri)
         return NameAddr(display, uri, parse_params(text[gt + 1 :], "header"), True)
@@ -285,8 +318,13 @@ def _check_absolute_uri(uri: str) -> None:
         parse_sip_uri(uri)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_sip_uri(uri: str) -> SipUri:
-    """Parse a sip:/sips: URI (RFC 3261 §19.1.1); raise 400 if malformed."""
+    """Parse a sip:/sips: URI (RFC 3261 §19.1.1); raise 400 if malformed.
+
+    Cached: the same Request-URIs and addresses of record recur on every
+    refresh, and the result is immutable.
+    """
     scheme, _, rest = uri.partition(":")
     scheme = scheme.lower()
     if scheme not in ("sip", "sips"):

@@ -24,6 +24,9 @@ SINGLE_VALUED = (
     "min-expires",
 )
 
+#: Headers every request must have (RFC 3261 §8.1.1; Max-Forwards is added by us).
+REQUIRED = ("via", "from", "to", "call-id", "cseq")
+
 #: Request-URI schemes we can route. Anything else is 416 (RFC 3261 §8.2.2.1).
 ROUTABLE_SCHEMES = ("sip", "sips")
 
@@ -39,12 +42,7 @@ def check_request(message: Message, *, for_us: bool = False) -> None:
     """
     if message.defect is not None:
         raise message.defect
-    for name in SINGLE_VALUED:
-        if len(message.all(name)) > 1:
-            raise bad_request(f"more than one {name}")
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        if not message.all(name):
-            raise bad_request(f"missing {name}")
+    _check_counts(message)
     # Parse every header routing needs now, so a malformed one is refused here
     # with 400 rather than failing wherever it is first used.
     if message.cseq.method != message.method:
@@ -66,12 +64,25 @@ def check_request(message: Message, *, for_us: bool = False) -> None:
         raise SipError(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
 
 
+def _check_counts(message: Message) -> None:
+    by_name = message.by_name
+    for name in SINGLE_VALUED:
+        found = by_name.get(name)
+        if found is not None and len(found) > 1:
+            raise bad_request(f"more than one {name}")
+    for name in REQUIRED:
+        if name not in by_name:
+            raise bad_request(f"missing {name}")
+
+
 def check_response(message: Message) -> None:
     """Raise :class:`SipError` for a response that must be dropped (never answered)."""
     if message.defect is not None:
         raise message.defect
+    by_name = message.by_name
     for name in SINGLE_VALUED:
-        if len(message.all(name)) > 1:
+        found = by_name.get(name)
+        if found is not None and len(found) > 1:
             raise bad_request(f"more than one {name}")
     if not message.vias:
         raise bad_request("response without Via")
