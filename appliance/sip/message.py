@@ -267,16 +267,16 @@ def parse_head(data: bytes, head: str, body_start: int) -> Message:
         end = pos + len(line) + 2
         if line and line[0] in " \t":
             if folding_allowed:
-                name, value, start, _ = fields[-1]
+                last = fields[-1]
                 extra = line.strip(" \t")
-                joined = f"{value} {extra}" if value and extra else value or extra
-                fields[-1] = HeaderField(name, joined, start, end)
+                value = f"{last.value} {extra}" if last.value and extra else last.value or extra
+                fields[-1] = HeaderField(last.name, value, last.start, end)
             else:
                 defect = defect or bad_request("continuation line before any header")
             pos = end
             continue
         colon = line.find(":")
-        name: str | None = _NAMES.get(line[:colon]) if colon > 0 else None
+        name = _NAMES.get(line[:colon]) if colon > 0 else None
         if name is None:
             name = _canonical_name(line[:colon]) if colon > 0 else None
         if name is None:
