@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TextIO, cast
 
+from twisted.internet.defer import FirstError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -39,7 +40,12 @@ def run(config: Config, stdout: TextIO, environ: Mapping[str, str]) -> int:
     def failed(failure: Failure) -> None:
         nonlocal status
         status = 1
-        log.failure("could not start listening; stopping", failure)
+        first = failure.value
+        if isinstance(first, FirstError):
+            failure = first.subFailure
+        log.critical(
+            "could not start listening: {error}; stopping", error=failure.getErrorMessage()
+        )
         reactor.stop()
 
     def stopping() -> object:

@@ -56,27 +56,41 @@ class Running:
             env=env,
         )
         self.events: list[dict[str, Any]] = []
+        self._pending = b""
 
     def wait_for(self, log_format_prefix: str) -> dict[str, Any]:
-        """Read log events until one's format starts with the prefix (or fail at the deadline)."""
+        """Read log events until one's format starts with the prefix (or fail at the deadline).
+
+        Reads the pipe's file descriptor directly: a buffered reader would hold
+        lines that ``select`` can no longer see.
+        """
         assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
         deadline = time.monotonic() + DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.5)
-            if not ready:
-                if self.process.poll() is not None:
-                    break
-                continue
-            line = self.process.stdout.readline()
-            if not line:
+        while True:
+            while b"\n" in self._pending:
+                line, _, self._pending = self._pending.partition(b"\n")
+                event: dict[str, Any] = json.loads(line)
+                self.events.append(event)
+                if str(event.get("log_format", "")).startswith(log_format_prefix):
+                    return event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            event: dict[str, Any] = json.loads(line)
-            self.events.append(event)
-            if str(event.get("log_format", "")).startswith(log_format_prefix):
-                return event
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                self._pending += chunk
+            elif self.process.poll() is not None:
+                break
         exited = self.process.poll() is not None and self.process.stderr is not None
         stderr = self.process.stderr.read() if exited and self.process.stderr else ""
-        raise AssertionError(f"no {log_format_prefix!r} event; stderr: {stderr}")
+        formats = [e.get("log_format") for e in self.events][-8:]
+        raise AssertionError(
+            f"no {log_format_prefix!r} event; last events: {formats}; stderr: {stderr}"
+        )
 
     def stop(self) -> int:
         """SIGTERM, then the exit status."""
