@@ -29,6 +29,8 @@ Mode = Literal["development", "production"]
 LogFormat = Literal["auto", "json", "text"]
 LogLevel = Literal["debug", "info", "warn", "error"]
 MODES: tuple[Mode, ...] = ("development", "production")
+#: Digest algorithms, in the order challenges offer them (RFC 8760: strongest first).
+DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "text")
 LOG_LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warn", "error")
 
@@ -113,6 +115,7 @@ class SipConfig:
     max_connections_per_ip: int
     idle_timeout_seconds: int
     nonce_lifetime_seconds: int
+    digest_algorithms: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         idle_timeout_seconds=sip_r.integer("idle_timeout_seconds", 600, minimum=10, maximum=86400),
         nonce_lifetime_seconds=sip_r.integer(
             "nonce_lifetime_seconds", 300, minimum=10, maximum=3600
+        ),
+        digest_algorithms=sip_r.subset(
+            "digest_algorithms", DIGEST_ALGORITHMS, default=DIGEST_ALGORITHMS
         ),
     )
     if sip.plaintext_enabled and not sip.internal_subnets:
@@ -369,6 +375,18 @@ class _Reader:
             self.problem(key, str(e))
             return None
 
+    def subset(
+        self, key: str, allowed: tuple[str, ...], *, default: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """A non-empty list drawn from ``allowed``, order kept, no repeats."""
+        value = self._get(key, list, "a list of strings")
+        if value is _MISSING:
+            return default
+        if not value or len(set(value)) != len(value) or any(v not in allowed for v in value):
+            self.problem(key, f"must be a non-empty list of distinct values from {list(allowed)}")
+            return default
+        return tuple(str(v) for v in value)
+
     def networks(self, key: str) -> tuple[IPNetwork, ...]:
         """A list of CIDR strings (``10.0.0.0/8``, ``::1/128``); host bits are an error."""
         value = self._get(key, list, "a list of CIDR strings")
@@ -450,3 +468,4 @@ def redacted_summary(config: Config) -> Iterator[str]:
     yield f"sip.max_connections_per_ip: {sip.max_connections_per_ip}"
     yield f"sip.idle_timeout_seconds: {sip.idle_timeout_seconds}"
     yield f"sip.nonce_lifetime_seconds: {sip.nonce_lifetime_seconds}"
+    yield f"sip.digest_algorithms: {', '.join(sip.digest_algorithms)}"

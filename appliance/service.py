@@ -228,4 +228,5 @@ def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
     )
     for block in load_blocks(directory.db, now):
         blocklist.restore(block.ip, block.since, block.until, block.reason, now=now)
-    return SipEdge(load_directory(directory.db), DigestVerifier(nonces), registrar, blocklist)
+    verifier = DigestVerifier(nonces, algorithms=sip.digest_algorithms)
+    return SipEdge(load_directory(directory.db), verifier, registrar, blocklist)

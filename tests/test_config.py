@@ -665,6 +665,7 @@ def test_redacted_summary_covers_every_key(tmp_path: Path) -> None:
         "sip.max_connections_per_ip",
         "sip.idle_timeout_seconds",
         "sip.nonce_lifetime_seconds",
+        "sip.digest_algorithms",
     ]
 
 
@@ -704,3 +705,18 @@ def test_bad_cidrs_are_reported_by_index(tmp_path: Path) -> None:
     )
     keys = [key for key, _ in _problems(_instance(tmp_path, text))]
     assert keys == ["sip.internal_subnets[1]", "sip.internal_subnets[2]"]
+
+
+@pytest.mark.parametrize("value", [("MD5",), ("SHA-256",), ("MD5", "SHA-256")])
+def test_digest_algorithms_accepted(tmp_path: Path, value: tuple[str, ...]) -> None:
+    """digest_algorithms keeps the operator's choice and order."""
+    listed = ", ".join(f'"{v}"' for v in value)
+    text = _edit(BASE_CONFIG, "[sip]\n", f"[sip]\ndigest_algorithms = [{listed}]\n")
+    assert load(_instance(tmp_path, text), {}).sip.digest_algorithms == value
+
+
+@pytest.mark.parametrize("value", ["[]", '["SHA-1"]', '["MD5", "MD5"]', '"MD5"'])
+def test_digest_algorithms_refused(tmp_path: Path, value: str) -> None:
+    """An empty, unknown, repeated or non-list value is refused under its key."""
+    text = _edit(BASE_CONFIG, "[sip]\n", f"[sip]\ndigest_algorithms = {value}\n")
+    assert [key for key, _ in _problems(_instance(tmp_path, text))] == ["sip.digest_algorithms"]

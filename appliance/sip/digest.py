@@ -356,8 +356,18 @@ class DigestVerifier:
     """
 
     def __init__(
-        self, nonces: NonceFactory, *, max_tracked_nonces: int = MAX_TRACKED_NONCES
+        self,
+        nonces: NonceFactory,
+        *,
+        algorithms: Sequence[str] = ALGORITHMS,
+        max_tracked_nonces: int = MAX_TRACKED_NONCES,
     ) -> None:
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if unknown or not algorithms:
+            raise ValueError(f"algorithms must be a non-empty subset of {ALGORITHMS}")
+        #: Offered in this order, and the only ones accepted: an operator who
+        #: turns MD5 off gets no MD5 answers through.
+        self.algorithms = tuple(algorithms)
         self.nonces = nonces
         self.max_tracked_nonces = max_tracked_nonces
         # nonce -> (highest verified nc, when first verified); insertion order is
@@ -378,7 +388,8 @@ class DigestVerifier:
         self, realm: str, *, now: float, source_ip: str, stale: bool = False
     ) -> list[str]:
         """Challenge header values carrying a fresh nonce for ``source_ip``."""
-        return challenges(realm, self.nonces.make(now, source_ip, realm), stale=stale)
+        nonce = self.nonces.make(now, source_ip, realm)
+        return challenges(realm, nonce, stale=stale, algorithms=self.algorithms)
 
     def verify(
         self,
@@ -404,7 +415,7 @@ class DigestVerifier:
         if params["realm"] != realm:
             return AuthResult(AuthOutcome.FAILED, username, FailureReason.REALM)
         algorithm = params.get("algorithm", MD5).upper()
-        if algorithm not in _HASHES:
+        if algorithm not in self.algorithms:
             return AuthResult(AuthOutcome.FAILED, username, FailureReason.ALGORITHM)
         if params["qop"].lower() != QOP_AUTH:
             return AuthResult(AuthOutcome.FAILED, username, FailureReason.QOP)

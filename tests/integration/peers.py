@@ -88,9 +88,7 @@ def set_sip_option(config: Path, key: str, toml_value: str) -> None:
     """Set ``key = toml_value`` in the ``[sip]`` section of a dev instance's config."""
     lines = config.read_text().splitlines()
     start = lines.index("[sip]")
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines)
-    )
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
     for i in range(start + 1, end):
         if lines[i].split("=", 1)[0].strip() == key:
             lines[i] = f"{key} = {toml_value}"

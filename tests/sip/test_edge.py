@@ -268,3 +268,31 @@ def test_transactions_end_on_their_timers() -> None:
     edge.handle_timer(NOW + 32)
     edge.datagram_received(request, PHONE, NOW + 33)
     assert edge.counters.get("retransmissions", 0) == 0
+
+
+def test_md5_only_instances_offer_and_accept_md5_only() -> None:
+    """With digest_algorithms = ["MD5"] (for phones that stop at a SHA-256 challenge,
+    like baresip 1.0 and sipp 3.6), only MD5 is offered; with ["SHA-256"], an MD5
+    answer is refused: turning an algorithm off also refuses it."""
+    edge = _edge()
+    edge.verifier = digest.DigestVerifier(
+        digest.NonceFactory(b"k" * 32, 300), algorithms=[digest.MD5]
+    )
+    phone = SipTestClient("1001", DOMAIN, PASSWORD)
+    challenge = _reply(edge.datagram_received(phone.register(), PHONE, NOW))
+    assert [f.value.count("algorithm=MD5") for f in challenge.all("www-authenticate")] == [1]
+    auth = phone.authorization(challenge, algorithm=digest.MD5)
+    assert (
+        _reply(edge.datagram_received(phone.register(authorization=auth), PHONE, NOW)).status
+        == 200
+    )
+    strict = _edge()
+    strict.verifier = digest.DigestVerifier(
+        digest.NonceFactory(b"k" * 32, 300), algorithms=[digest.SHA256]
+    )
+    challenge = _reply(strict.datagram_received(phone.register(), PHONE, NOW))
+    forced = phone.authorization(challenge, algorithm=digest.SHA256).replace(
+        "algorithm=SHA-256", "algorithm=MD5"
+    )
+    answer = _reply(strict.datagram_received(phone.register(authorization=forced), PHONE, NOW))
+    assert answer.status == 401
