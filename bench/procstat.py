@@ -1,0 +1,67 @@
+"""CPU time and memory of running processes, read from ``/proc`` (Linux only).
+
+CPU time is ``utime + stime`` from ``/proc/<pid>/stat``: every thread of the
+process, counted in clock ticks (10 ms here), so a measured phase should last
+a few seconds at least. Multi-process servers (Kamailio) are measured as the
+sum over the process and all its descendants.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PROC = Path("/proc")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (field 3 onwards)."""
+    text = (_PROC / str(pid) / "stat").read_text()
+    # The command name is in parentheses and may itself contain spaces or ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds used so far by every thread of ``pid``."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process whose ancestry leads to ``pid`` (children, grandchildren...)."""
+    parents: dict[int, int] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and all its live descendants."""
+    total = 0.0
+    for member in [pid, *descendants(pid)]:
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue  # exited while we looked
+    return total
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (``VmRSS`` of ``/proc/<pid>/status``)."""
+    for line in (_PROC / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise OSError(f"no VmRSS for process {pid}")

@@ -1,0 +1,286 @@
+"""REGISTER load with sipp: the scenario, its injection file, a run, its figures.
+
+Each sipp "call" is one registration with MD5 Digest: REGISTER, 401 with a
+challenge, REGISTER with credentials, 200. Users come from an injection file
+read in sequence, so successive calls register different extensions.
+
+Debian's sipp 3.6.1 answers only the *first* challenge of a 401 and knows only
+MD5, while the appliance offers SHA-256 first and MD5 second (RFC 8760). A
+:class:`ChallengeFilter` between sipp and the server removes the SHA-256
+challenge from 401 responses, so sipp answers the MD5 one as an MD5-only phone
+would. It relays every packet; Kamailio's traffic goes through it too, so both
+servers are measured through the same path. Its CPU time is not charged to
+either server.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: One registration with Digest auth. ``;rport`` makes Kamailio answer the
+#: packet's source port (the filter), as the appliance always does.
+SCENARIO = """\
+<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="REGISTER with MD5 Digest">
+  <send retrans="500">
+    <![CDATA[
+REGISTER sip:[field1] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+Max-Forwards: 70
+From: <sip:[field0]@[field1]>;tag=[pid]SIPpTag[call_number]
+To: <sip:[field0]@[field1]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+Expires: 3600
+User-Agent: sipp-bench
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+REGISTER sip:[field1] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+Max-Forwards: 70
+From: <sip:[field0]@[field1]>;tag=[pid]SIPpTag[call_number]
+To: <sip:[field0]@[field1]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+[field2]
+Expires: 3600
+User-Agent: sipp-bench
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+_SHA256_CHALLENGE = re.compile(
+    rb"WWW-Authenticate:[^\r\n]*algorithm=SHA-256[^\r\n]*\r\n", re.IGNORECASE
+)
+_ABORTED = re.compile(r"Aborting call on (.*?) for Call-Id.*?received '(.*?)'", re.DOTALL)
+_STATUS_LINE = re.compile(r"SIP/2\.0 (\d{3})")
+_SOCKET_BUFFER_BYTES = 8 << 20
+_POLL_SECONDS = 0.2
+
+
+def write_scenario(path: Path) -> Path:
+    """Write the REGISTER scenario to ``path``."""
+    path.write_text(SCENARIO, encoding="ascii")
+    return path
+
+
+def write_users(path: Path, domain: str, users: Sequence[tuple[str, str]]) -> Path:
+    """Write a sipp injection file: ``user;domain;[authentication ...]`` per line.
+
+    sipp expands keywords inside injected fields, which is the only way to give
+    ``[authentication]`` a different user and password on every call.
+    """
+    lines = ["SEQUENTIAL"]
+    for user, password in users:
+        if any(c in user + password for c in "; []"):
+            raise ValueError("users and passwords for sipp must not contain ';', ' ', '[' or ']'")
+        lines.append(f"{user};{domain};[authentication username={user} password={password}]")
+    path.write_text("\n".join(lines) + "\n", encoding="ascii")
+    return path
+
+
+class ChallengeFilter:
+    """A UDP relay for one sipp socket that drops SHA-256 challenges from responses.
+
+    Listens on ``127.0.0.1:listen_port``; forwards what sipp sends to
+    ``target`` from its own socket, and what comes back to sipp's address.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._client.bind(("127.0.0.1", 0))
+        self._server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.connect(target)
+        for sock in (self._client, self._server):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER_BYTES)
+            sock.settimeout(_POLL_SECONDS)
+        self.listen_port: int = self._client.getsockname()[1]
+        self._sipp: tuple[str, int] | None = None
+        self._running = True
+        self.requests = 0
+        self.responses = 0
+        self.stripped = 0
+        self._threads = [
+            threading.Thread(target=self._upstream, daemon=True),
+            threading.Thread(target=self._downstream, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _upstream(self) -> None:
+        while self._running:
+            try:
+                data, address = self._client.recvfrom(65_535)
+            except TimeoutError:
+                continue
+            self._sipp = address
+            self.requests += 1
+            self._server.send(data)
+
+    def _downstream(self) -> None:
+        while self._running:
+            try:
+                data = self._server.recv(65_535)
+            except TimeoutError:
+                continue
+            except ConnectionRefusedError:
+                continue  # an ICMP error for an earlier datagram; the server is restarting
+            if b"SHA-256" in data:
+                data, count = _SHA256_CHALLENGE.subn(b"", data)
+                self.stripped += count
+            self.responses += 1
+            if self._sipp is not None:
+                self._client.sendto(data, self._sipp)
+
+    def close(self) -> None:
+        """Stop relaying and close both sockets."""
+        self._running = False
+        for thread in self._threads:
+            thread.join()
+        self._client.close()
+        self._server.close()
+
+
+@dataclass(frozen=True)
+class SippResult:
+    """What one sipp run achieved."""
+
+    successful: int
+    failed: int
+    retransmissions: int
+    wall_seconds: float
+    #: Why calls failed: ``"401 stale=true"``, ``"timeout"``... and how often.
+    failures: Counter[str]
+    exit_code: int
+
+    @property
+    def rate(self) -> float:
+        """Successful registrations per wall-clock second."""
+        return self.successful / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class SippRun:
+    """How to drive sipp: the load and where its files go."""
+
+    sipp: str
+    scenario: Path
+    users: Path
+    workdir: Path
+    domain: str
+    calls: int
+    rate: float
+    limit: int
+
+
+def run_sipp(run: SippRun, target: tuple[str, int], name: str, local_port: int) -> SippResult:
+    """Run sipp to completion against ``target`` and read its statistics.
+
+    A timeout means sipp hung, which is an error; failed calls are not.
+    """
+    stats = run.workdir / f"{name}-stats.csv"
+    errors = run.workdir / f"{name}-errors.log"
+    screen = run.workdir / f"{name}-screen.log"
+    for path in (stats, errors):
+        path.unlink(missing_ok=True)
+    argv = [
+        run.sipp,
+        f"{target[0]}:{target[1]}",
+        "-sf",
+        str(run.scenario),
+        "-inf",
+        str(run.users),
+        "-auth_uri",
+        run.domain,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(local_port),
+        "-m",
+        str(run.calls),
+        "-r",
+        f"{run.rate:g}",
+        "-l",
+        str(run.limit),
+        "-trace_stat",
+        "-stf",
+        str(stats),
+        "-fd",
+        "1",
+        "-trace_err",
+        "-error_file",
+        str(errors),
+        "-nostdin",
+    ]
+    deadline = 60.0 + 4 * run.calls / max(run.rate, 1.0)
+    started = time.monotonic()
+    with screen.open("wb") as out:
+        completed = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=deadline, check=False
+        )
+    wall = time.monotonic() - started
+    if not stats.exists():
+        tail = screen.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"sipp wrote no statistics (exit {completed.returncode}): {tail}")
+    counters = _last_stats(stats)
+    return SippResult(
+        successful=counters.get("SuccessfulCall(C)", 0),
+        failed=counters.get("FailedCall(C)", 0),
+        retransmissions=counters.get("Retransmissions(C)", 0),
+        wall_seconds=wall,
+        failures=_failure_reasons(errors),
+        exit_code=completed.returncode,
+    )
+
+
+def _last_stats(path: Path) -> dict[str, int]:
+    """The cumulative integer counters of the last line of a ``-trace_stat`` file."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    if len(lines) < 2:
+        raise RuntimeError(f"sipp statistics file {path} has no data line")
+    names, values = lines[0].split(";"), lines[-1].split(";")
+    counters: dict[str, int] = {}
+    for field, value in zip(names, values, strict=False):
+        if value.strip().isdigit():
+            counters[field.strip()] = int(value)
+    return counters
+
+
+def _failure_reasons(path: Path) -> Counter[str]:
+    """Failed calls by what ended them, from sipp's error log."""
+    reasons: Counter[str] = Counter()
+    if not path.exists():
+        return reasons
+    text = path.read_text(errors="replace")
+    for event, received in _ABORTED.findall(text):
+        status = _STATUS_LINE.search(received)
+        label = status.group(1) if status else event
+        if "stale=true" in received:
+            label += " stale=true"
+        reasons[label] += 1
+    for phrase in ("Max UDP retransmission", "timeout"):
+        count = text.count(phrase)
+        if count:
+            reasons[phrase] += count
+    return reasons
