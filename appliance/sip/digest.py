@@ -370,9 +370,11 @@ class DigestVerifier:
         self.algorithms = tuple(algorithms)
         self.nonces = nonces
         self.max_tracked_nonces = max_tracked_nonces
-        # nonce -> (highest verified nc, when first verified); insertion order is
+        # nonce -> (highest verified nc, when issued); insertion order is
         # (nearly) age order, so pruning reads from the front.
         self._counters: dict[str, tuple[int, float]] = {}
+        # Nonces issued at or before this were evicted from a full table: stale.
+        self._stale_floor = float("-inf")
         # Random, so no response can match it; right length, so hashing costs the same.
         self._dummy_ha1 = {
             algorithm: secrets.token_hex(hashlib.new(name).digest_size)
@@ -448,26 +450,43 @@ class DigestVerifier:
         return self._count(nonce, int(params["nc"], 16), now, username)
 
     def _count(self, nonce: str, nc: int, now: float, username: str | None) -> AuthResult:
-        """Accept ``nc`` only if above the highest seen for ``nonce``; bounded table."""
+        """Accept ``nc`` only if above the highest seen for ``nonce``; bounded table.
+
+        When the table is full the oldest entry is forgotten and everything
+        issued up to it is treated as stale from then on (its counter is gone,
+        so a replay could not be told apart): the phone is re-challenged with a
+        fresh nonce, which is newer than the floor and fits. Registration keeps
+        working at any rate; memory stays bounded.
+        """
         self._prune(now)
-        highest, first_seen = self._counters.get(nonce, (0, now))
-        if nc <= highest:
+        entry = self._counters.get(nonce)
+        if entry is None:
+            issued = _issued_at(nonce)
+            if issued <= self._stale_floor:
+                return AuthResult(AuthOutcome.STALE, username)
+            while len(self._counters) >= self.max_tracked_nonces:
+                oldest = next(iter(self._counters))
+                self._stale_floor = max(self._stale_floor, self._counters.pop(oldest)[1])
+            if issued <= self._stale_floor:
+                return AuthResult(AuthOutcome.STALE, username)
+            entry = (0, issued)
+        if nc <= entry[0]:
             return AuthResult(AuthOutcome.FAILED, username, FailureReason.REPLAY)
-        if nonce not in self._counters and len(self._counters) >= self.max_tracked_nonces:
-            # Fail closed: no room to remember this nonce's counter.
-            return AuthResult(AuthOutcome.STALE, username)
-        self._counters[nonce] = (nc, first_seen)
+        self._counters[nonce] = (nc, entry[1])
         return AuthResult(AuthOutcome.OK, username)
 
     def _prune(self, now: float) -> None:
-        """Forget nonces that are stale by now: first verified more than a lifetime ago.
-
-        A nonce was issued at most the clock skew after it was first verified, so
-        past ``lifetime + skew`` it checks as stale and never reaches the table.
-        """
+        """Forget nonces that are stale by now: issued more than a lifetime ago
+        (plus the clock skew), so they check as stale and never reach the table."""
         horizon = self.nonces.lifetime_seconds + NONCE_CLOCK_SKEW_SECONDS
         while self._counters:
             oldest = next(iter(self._counters))
             if now - self._counters[oldest][1] <= horizon:
                 return
             del self._counters[oldest]
+
+
+def _issued_at(nonce: str) -> float:
+    """When one of our (already checked) nonces was issued."""
+    stamp = base64.urlsafe_b64decode(nonce)[:_TIME_BYTES]
+    return float(struct.unpack(">q", stamp)[0] / 1000)

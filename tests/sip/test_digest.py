@@ -411,20 +411,27 @@ def test_failed_attempts_do_not_consume_nc_or_table_space() -> None:
     assert _verify(verifier, _authorize(challenge)) == OK
 
 
-def test_nc_table_cap_fails_closed_as_stale() -> None:
-    """When the table is full a new nonce gets STALE (a fresh challenge), tracked
-    nonces keep working, and space returns once old entries age out."""
+def test_full_nc_table_forgets_the_oldest_and_stales_what_it_cannot_track() -> None:
+    """A full table evicts its oldest nonce; nonces issued up to the evicted one are
+    then stale (their counters are gone, so a replay could not be told apart), the
+    tracked ones keep working, and a fresh nonce always fits: registration never
+    stops however many phones there are, and memory stays bounded."""
     verifier = _verifier(max_tracked_nonces=2)
-    first, second, third = (_challenge(verifier) for _ in range(3))
+    first, second = _challenge(verifier), _challenge(verifier, now=NOW + 1)
     assert _verify(verifier, _authorize(first)) == OK
-    assert _verify(verifier, _authorize(second)) == OK
-    assert _verify(verifier, _authorize(third)) == STALE
+    assert _verify(verifier, _authorize(second), now=NOW + 1) == OK
+    third = _challenge(verifier, now=NOW + 2)
+    assert _verify(verifier, _authorize(third), now=NOW + 2) == OK
     assert verifier.tracked_nonces == 2
-    assert _verify(verifier, _authorize(first, nc=2)) == OK
-    later = NOW + LIFETIME + NONCE_CLOCK_SKEW_SECONDS + 1
-    fresh = _challenge(verifier, now=later)
-    assert _verify(verifier, _authorize(fresh), now=later) == OK
-    assert verifier.tracked_nonces == 1
+    assert _verify(verifier, _authorize(first, nc=2), now=NOW + 2) == STALE
+    assert _verify(verifier, _authorize(second, nc=2), now=NOW + 2) == OK
+    assert _verify(verifier, _authorize(second, nc=2), now=NOW + 2) == _failed(
+        FailureReason.REPLAY
+    )
+    for step in range(3, 50):
+        fresh = _challenge(verifier, now=NOW + step)
+        assert _verify(verifier, _authorize(fresh), now=NOW + step) == OK
+    assert verifier.tracked_nonces == 2
 
 
 def test_nc_table_is_pruned_by_age() -> None:
