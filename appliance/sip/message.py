@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from appliance.sip import limits
 from appliance.sip.errors import SipError, bad_request, too_large
-
-if TYPE_CHECKING:
-    from appliance.sip.grammar import CSeq, NameAddr, Via
+from appliance.sip.grammar import (
+    CSeq,
+    NameAddr,
+    Via,
+    parse_call_id,
+    parse_contact,
+    parse_cseq,
+    parse_max_forwards,
+    parse_name_addr,
+    parse_via,
+    split_commas,
+)
 
 #: RFC 3261 §7.3.3 and later RFCs' compact header names.
 COMPACT_FORMS = {
@@ -145,8 +154,6 @@ class Message:
 
     def values(self, name: str) -> list[str]:
         """The comma-separated elements of every ``name`` field, in order."""
-        from appliance.sip.grammar import split_commas
-
         return [item for field in self.all(name) for item in split_commas(field.value)]
 
     def raw(self, field: HeaderField) -> bytes:
@@ -159,57 +166,41 @@ class Message:
     @_cached
     def vias(self) -> list[Via]:
         """The Via header values, top first."""
-        from appliance.sip.grammar import parse_via
-
         return [parse_via(value) for value in self.values("via")]
 
     @_cached
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        from appliance.sip.grammar import parse_cseq
-
         return parse_cseq(self._single("cseq"))
 
     @_cached
     def call_id(self) -> str:
         """The Call-ID header."""
-        from appliance.sip.grammar import parse_call_id
-
         return parse_call_id(self._single("call-id"))
 
     @_cached
     def from_(self) -> NameAddr:
         """The From header."""
-        from appliance.sip.grammar import parse_name_addr
-
         return parse_name_addr(self._single("from"))
 
     @_cached
     def to(self) -> NameAddr:
         """The To header."""
-        from appliance.sip.grammar import parse_name_addr
-
         return parse_name_addr(self._single("to"))
 
     @_cached
     def contacts(self) -> list[NameAddr]:
         """The Contact header values (a lone ``*`` parses as a NameAddr with uri ``*``)."""
-        from appliance.sip.grammar import parse_contact
-
         return [parse_contact(value) for value in self.values("contact")]
 
     @_cached
     def routes(self) -> list[NameAddr]:
         """The Route header values, top first."""
-        from appliance.sip.grammar import parse_name_addr
-
         return [parse_name_addr(value) for value in self.values("route")]
 
     @_cached
     def max_forwards(self) -> int | None:
         """Max-Forwards, or None when absent."""
-        from appliance.sip.grammar import parse_max_forwards
-
         value = self.first("max-forwards")
         return None if value is None else parse_max_forwards(value)
 

@@ -18,6 +18,8 @@ from appliance.sip.message import Message, header_name
 
 #: The Server header: the product, never its version.
 SERVER = "Telemancer"
+#: Headers a response copies from its request (RFC 3261 §8.2.6.2), as spelled.
+_COPIED = tuple((name, header_name(name)) for name in ("from", "to", "call-id", "cseq"))
 
 
 def mark_via(value: str, source_ip: str, source_port: int) -> str:
@@ -64,12 +66,12 @@ def response(
     if vias and source is not None:
         vias[0] = mark_via(vias[0], source[0], source[1])
     lines += [f"Via: {via}" for via in vias]
-    for name in ("from", "to", "call-id", "cseq"):
+    for name, spelled in _COPIED:
         for field in request.all(name):
             value = field.value
             if name == "to" and status > 100 and not _has_tag(request):
                 value = f"{value};tag={to_tag_for(request)}"
-            lines.append(f"{header_name(name)}: {value}")
+            lines.append(f"{spelled}: {value}")
     lines += [f"{name}: {value}" for name, value in headers]
     lines.append(f"Server: {SERVER}")
     lines.append(f"Content-Length: {len(body)}")

@@ -11,6 +11,7 @@ completed the handshake, so the connection is reset at once (bind
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -78,6 +79,12 @@ def in_networks(host: str, networks: Sequence[Network] | None) -> bool:
     """True when ``networks`` is None (no restriction) or one contains ``host``."""
     if networks is None:
         return True
+    return _in_networks(host, tuple(networks))
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_networks(host: str, networks: tuple[Network, ...]) -> bool:
+    """Cached: it runs for every datagram, and sources repeat."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -231,7 +238,7 @@ class SipDatagramProtocol(DatagramProtocol):
 
     def __init__(self, handler: SipHandler, allowed: Sequence[Network]) -> None:
         self.handler = handler
-        self.allowed = allowed
+        self.allowed = tuple(allowed)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
         """Drop silently unless the source is internal and not blocked."""
