@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.config import load
+from appliance.sip.digest import MD5
 from appliance.store import open_directory
 from appliance.store.audit import Actor
 from appliance.store.checkpoints import CheckpointKey
@@ -71,7 +72,7 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 
 @dataclass(frozen=True)
 class TelemancerInstance:
-    """A dev instance with plaintext UDP from 127.0.0.0/8 and one tenant of users."""
+    """A dev instance with plaintext UDP from 127.0.0.0/8, MD5 Digest only, one tenant."""
 
     config: Path
     udp_port: int
@@ -85,6 +86,9 @@ def create_instance(
     root: Path, domain: str, users: Sequence[tuple[str, str]], *, max_connections_per_ip: int
 ) -> TelemancerInstance:
     """``telemancer init --dev``, open the ports, add the tenant and its extensions.
+
+    The instance challenges with MD5 alone (``sip.digest_algorithms``): Debian's
+    sipp answers only the first challenge of a 401 and knows only MD5.
 
     Extensions go through the store API (as the CLI does, audited), which is
     much faster than one CLI process per extension.
@@ -104,6 +108,7 @@ def create_instance(
     edits = (
         (r'(?m)^listen = "127\.0\.0\.1:8443"$', f'listen = "127.0.0.1:{free_port()}"'),
         (r'(?m)^tls_listen = ".*"$', f'tls_listen = "127.0.0.1:{tls_port}"'),
+        (r"(?m)^\[sip\]$", f'[sip]\ndigest_algorithms = ["{MD5}"]'),
         (r"(?m)^plaintext_enabled = false$", "plaintext_enabled = true"),
         (r'(?m)^plaintext_listen = ".*"$', f'plaintext_listen = "127.0.0.1:{udp_port}"'),
         (
@@ -120,6 +125,8 @@ def create_instance(
     config.write_text(text)
 
     loaded = load(config, {})
+    if loaded.sip.digest_algorithms != (MD5,):
+        raise BenchError(f"the instance offers {loaded.sip.digest_algorithms}, not MD5 alone")
     key = CheckpointKey.from_pem(loaded.secrets.audit_signing_key.value)
     store = open_directory(loaded.database_path, key, loaded.audit.checkpoint_every, time.time)
     try:

@@ -7,8 +7,8 @@ Usage::
 What it does, in a temporary directory, all on 127.0.0.1:
 
 1. creates a Telemancer dev instance with plaintext UDP enabled for
-   127.0.0.0/8 and a tenant ``bench.example`` with U extensions, and runs
-   ``telemancer run``;
+   127.0.0.0/8, MD5 as its only Digest algorithm (sipp knows no other) and a
+   tenant ``bench.example`` with U extensions, and runs ``telemancer run``;
 2. drives it with sipp (REGISTER, 401, REGISTER with MD5 Digest, 200; one
    extension after another from an injection file) after a warm-up that
    registers every user once, and reads the appliance's CPU time from
@@ -51,7 +51,7 @@ from peers import (
 )
 from procstat import cpu_seconds, rss_kib, tree_cpu_seconds
 from pyspy import PySpy, ThreadProfile, find_py_spy, summarise
-from sipload import ChallengeFilter, SippResult, SippRun, run_sipp, write_scenario, write_users
+from sipload import SippResult, SippRun, run_sipp, write_scenario, write_users
 from tlsload import Handshakes, IdleMemory, handshake_rate, idle_memory
 
 from appliance.sip.digest import MAX_TRACKED_NONCES
@@ -72,7 +72,6 @@ class RegisterFigures:
     server: str
     sipp: SippResult
     cpu_seconds: float
-    relay_stripped: int
     #: The server's RSS before the warm-up and after the measured run (single-process servers).
     rss_kib: tuple[int, int] | None = None
 
@@ -165,31 +164,24 @@ def measure_registers(
     rss: Callable[[], int] | None = None,
 ) -> RegisterFigures:
     """A warm-up run, then the measured run with the server's CPU time read around it."""
-    relay = ChallengeFilter(target)
     rss_before = rss() if rss is not None else 0
+    progress(f"{server}: warm-up, {warm_up} REGISTERs")
+    warm = run_sipp(
+        dataclasses.replace(run, calls=warm_up), target, f"{server}-warm-up", free_port()
+    )
+    if warm.successful == 0:
+        raise BenchError(f"{server}: no REGISTER succeeded in the warm-up: {warm.failures}")
+    progress(f"{server}: {run.calls} REGISTERs at -r {run.rate:g} -l {run.limit}")
+    stop_profile = profile() if profile is not None else None
     try:
-        progress(f"{server}: warm-up, {warm_up} REGISTERs")
-        warm = run_sipp(
-            dataclasses.replace(run, calls=warm_up),
-            ("127.0.0.1", relay.listen_port),
-            f"{server}-warm-up",
-            free_port(),
-        )
-        if warm.successful == 0:
-            raise BenchError(f"{server}: no REGISTER succeeded in the warm-up: {warm.failures}")
-        progress(f"{server}: {run.calls} REGISTERs at -r {run.rate:g} -l {run.limit}")
-        stop_profile = profile() if profile is not None else None
-        try:
-            before = cpu()
-            result = run_sipp(run, ("127.0.0.1", relay.listen_port), server, free_port())
-            used = cpu() - before
-        finally:
-            if stop_profile is not None:
-                stop_profile()
+        before = cpu()
+        result = run_sipp(run, target, server, free_port())
+        used = cpu() - before
     finally:
-        relay.close()
+        if stop_profile is not None:
+            stop_profile()
     memory = (rss_before, rss()) if rss is not None else None
-    return RegisterFigures(server, result, used, relay.stripped, memory)
+    return RegisterFigures(server, result, used, memory)
 
 
 def bench_telemancer(
@@ -343,7 +335,6 @@ def print_report(args: argparse.Namespace, report: Report, sipp_version: str) ->
             f">= {TARGET_REGISTERS_PER_CPU_SECOND:,}",
         )
         line("CPU microseconds per REGISTER", [_micros(r) for r in rows])
-        line("SHA-256 challenges filtered", [f"{r.relay_stripped:,}" for r in rows])
         line(
             "RSS before -> after (MiB)",
             [

@@ -5,28 +5,23 @@ challenge, REGISTER with credentials, 200. Users come from an injection file
 read in sequence, so successive calls register different extensions.
 
 Debian's sipp 3.6.1 answers only the *first* challenge of a 401 and knows only
-MD5, while the appliance offers SHA-256 first and MD5 second (RFC 8760). A
-:class:`ChallengeFilter` between sipp and the server removes the SHA-256
-challenge from 401 responses, so sipp answers the MD5 one as an MD5-only phone
-would. It relays every packet; Kamailio's traffic goes through it too, so both
-servers are measured through the same path. Its CPU time is not charged to
-either server.
+MD5, so the appliance under test offers MD5 alone (``sip.digest_algorithms``,
+set by ``peers.create_instance``), as an instance serving MD5-only phones
+would. sipp talks to each server directly.
 """
 
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-#: One registration with Digest auth. ``;rport`` makes Kamailio answer the
-#: packet's source port (the filter), as the appliance always does.
+#: One registration with Digest auth. sipp sends from the port in its Via, so
+#: ``;rport`` changes nothing; phones behind NAT send it.
 SCENARIO = """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -69,13 +64,8 @@ Content-Length: 0
 </scenario>
 """
 
-_SHA256_CHALLENGE = re.compile(
-    rb"WWW-Authenticate:[^\r\n]*algorithm=SHA-256[^\r\n]*\r\n", re.IGNORECASE
-)
 _ABORTED = re.compile(r"Aborting call on (.*?) for Call-Id.*?received '(.*?)'", re.DOTALL)
 _STATUS_LINE = re.compile(r"SIP/2\.0 (\d{3})")
-_SOCKET_BUFFER_BYTES = 8 << 20
-_POLL_SECONDS = 0.2
 
 
 def write_scenario(path: Path) -> Path:
@@ -97,69 +87,6 @@ def write_users(path: Path, domain: str, users: Sequence[tuple[str, str]]) -> Pa
         lines.append(f"{user};{domain};[authentication username={user} password={password}]")
     path.write_text("\n".join(lines) + "\n", encoding="ascii")
     return path
-
-
-class ChallengeFilter:
-    """A UDP relay for one sipp socket that drops SHA-256 challenges from responses.
-
-    Listens on ``127.0.0.1:listen_port``; forwards what sipp sends to
-    ``target`` from its own socket, and what comes back to sipp's address.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self._client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._client.bind(("127.0.0.1", 0))
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._server.bind(("127.0.0.1", 0))
-        self._server.connect(target)
-        for sock in (self._client, self._server):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER_BYTES)
-            sock.settimeout(_POLL_SECONDS)
-        self.listen_port: int = self._client.getsockname()[1]
-        self._sipp: tuple[str, int] | None = None
-        self._running = True
-        self.requests = 0
-        self.responses = 0
-        self.stripped = 0
-        self._threads = [
-            threading.Thread(target=self._upstream, daemon=True),
-            threading.Thread(target=self._downstream, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _upstream(self) -> None:
-        while self._running:
-            try:
-                data, address = self._client.recvfrom(65_535)
-            except TimeoutError:
-                continue
-            self._sipp = address
-            self.requests += 1
-            self._server.send(data)
-
-    def _downstream(self) -> None:
-        while self._running:
-            try:
-                data = self._server.recv(65_535)
-            except TimeoutError:
-                continue
-            except ConnectionRefusedError:
-                continue  # an ICMP error for an earlier datagram; the server is restarting
-            if b"SHA-256" in data:
-                data, count = _SHA256_CHALLENGE.subn(b"", data)
-                self.stripped += count
-            self.responses += 1
-            if self._sipp is not None:
-                self._client.sendto(data, self._sipp)
-
-    def close(self) -> None:
-        """Stop relaying and close both sockets."""
-        self._running = False
-        for thread in self._threads:
-            thread.join()
-        self._client.close()
-        self._server.close()
 
 
 @dataclass(frozen=True)
