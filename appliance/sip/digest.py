@@ -33,14 +33,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import re
 import secrets
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from hmac import compare_digest
 from types import MappingProxyType
+from typing import NamedTuple
 
 SHA256 = "SHA-256"
 MD5 = "MD5"
@@ -169,7 +170,7 @@ class NonceFactory:
         key: bytes,
         lifetime_seconds: float,
         *,
-        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        random_bytes: Callable[[int], bytes] | None = None,
     ) -> None:
         if len(key) < MIN_NONCE_KEY_BYTES:
             raise ValueError(f"nonce key must be at least {MIN_NONCE_KEY_BYTES} bytes")
@@ -177,7 +178,7 @@ class NonceFactory:
             raise ValueError("nonce lifetime must be positive")
         self._key = key
         self.lifetime_seconds = lifetime_seconds
-        self._random_bytes = random_bytes
+        self._random_bytes = random_bytes or _unique_salts()
 
     def make(self, now: float, source_ip: str, realm: str) -> str:
         """A fresh nonce for a challenge sent to ``source_ip`` in ``realm``."""
@@ -209,7 +210,7 @@ class NonceFactory:
     def _mac(self, stamp: bytes, salt: bytes, source_ip: str, realm: str) -> bytes:
         fields = [_NONCE_DOMAIN, stamp, salt, source_ip.encode("utf-8"), realm.encode("utf-8")]
         message = b"".join(struct.pack(">I", len(f)) + f for f in fields)
-        return hmac.new(self._key, message, hashlib.sha256).digest()
+        return hmac.digest(self._key, message, "sha256")
 
 
 class DigestParseError(ValueError):
@@ -222,8 +223,7 @@ class DigestParseError(ValueError):
     reason_phrase = "Bad Request"
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     """A parsed ``Digest`` credentials header; parameter names are lowercased."""
 
     scheme: str
@@ -235,8 +235,7 @@ class Credentials:
         return self.params.get("username")
 
 
-@dataclass(frozen=True)
-class UnsupportedScheme:
+class UnsupportedScheme(NamedTuple):
     """Credentials in a scheme other than Digest: re-challenge, never an error."""
 
     scheme: str
@@ -313,8 +312,7 @@ class FailureReason(Enum):
     REPLAY = "replayed-nc"
 
 
-@dataclass(frozen=True)
-class AuthResult:
+class AuthResult(NamedTuple):
     """The outcome, the claimed username (``None`` if absent) and, on failure, why."""
 
     outcome: AuthOutcome
@@ -469,3 +467,17 @@ def _issued_at(nonce: str) -> float:
     """When one of our (already checked) nonces was issued."""
     stamp = base64.urlsafe_b64decode(nonce)[:_TIME_BYTES]
     return float(struct.unpack(">q", stamp)[0] / 1000)
+
+
+def _unique_salts() -> Callable[[int], bytes]:
+    """Salts that never repeat: a counter from a random start.
+
+    The salt only has to be unique (the HMAC makes the nonce unforgeable), so a
+    counter serves, without a getrandom() system call for every challenge.
+    """
+    counter = itertools.count(int.from_bytes(secrets.token_bytes(8), "big"))
+
+    def salt(size: int) -> bytes:
+        return (next(counter) % (1 << (8 * size))).to_bytes(size, "big")
+
+    return salt

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from appliance.sip import digest
 from appliance.sip.blocklist import BlockLifted, Blocklist, BlockStarted
@@ -47,31 +47,27 @@ from appliance.sip.validate import check_request
 ALLOWED_METHODS = "REGISTER, OPTIONS"
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     """Send ``data`` back over ``flow`` (to its source address on UDP)."""
 
     flow: Flow
     data: bytes
 
 
-@dataclass(frozen=True)
-class CloseConnections:
+class CloseConnections(NamedTuple):
     """Close every TLS/TCP connection from ``ip`` (it was just blocked)."""
 
     ip: str
 
 
-@dataclass(frozen=True)
-class BindingsChanged:
+class BindingsChanged(NamedTuple):
     """Registrations to persist (``saved``) and delete (``removed``)."""
 
     saved: tuple[Binding, ...]
     removed: tuple[Binding, ...]
 
 
-@dataclass(frozen=True)
-class BlockChanged:
+class BlockChanged(NamedTuple):
     """A block began or ended: persist and audit it."""
 
     event: BlockStarted | BlockLifted

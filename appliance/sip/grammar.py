@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from appliance.sip import limits
 from appliance.sip.errors import SipError, bad_request
@@ -42,8 +42,7 @@ _SIMPLE_VIA = re.compile(
 _SIMPLE_NAME_ADDR = re.compile(r'("(?:[^"\\]|\\.)*")?[ \t]*<([^<>\s]+)>((?:;\S*)?)', re.DOTALL)
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(NamedTuple):
     """``;name=value`` parameters in order; names compare case-insensitively."""
 
     items: tuple[tuple[str, str | None], ...] = ()
@@ -63,8 +62,7 @@ class Params:
 _NO_PARAMS = Params()
 
 
-@dataclass(frozen=True)
-class Via:
+class Via(NamedTuple):
     """One Via value: ``SIP/2.0/<transport> host[:port];params``."""
 
     transport: str
@@ -78,16 +76,14 @@ class Via:
         return self.params.get("branch")
 
 
-@dataclass(frozen=True)
-class CSeq:
+class CSeq(NamedTuple):
     """The CSeq header: sequence number and method."""
 
     number: int
     method: str
 
 
-@dataclass(frozen=True)
-class SipUri:
+class SipUri(NamedTuple):
     """A sip: or sips: URI, split into its parts (values still %-escaped)."""
 
     scheme: str
@@ -104,8 +100,7 @@ class SipUri:
         return self.host.lower()
 
 
-@dataclass(frozen=True)
-class NameAddr:
+class NameAddr(NamedTuple):
     """A From/To/Contact/Route value: display name, URI text and header params."""
 
     display: str | None

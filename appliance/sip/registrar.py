@@ -10,7 +10,7 @@ caller can persist them; :meth:`Registrar.restore` loads them at start.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from appliance.sip.errors import SipError, bad_request
 from appliance.sip.message import Message
@@ -23,8 +23,7 @@ DEFAULT_MAX_CONTACTS = 10
 _EXPIRES_CEILING = 2**32 - 1
 
 
-@dataclass(frozen=True)
-class Flow:
+class Flow(NamedTuple):
     """Where a message came from: transport, source address, and the connection
     (a unique id for TLS/TCP; empty for UDP, where the address is the flow)."""
 
@@ -39,8 +38,7 @@ class Flow:
         return f"{self.transport}:{host}:{port}"
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """One contact of one extension."""
 
     tenant_id: int
@@ -53,8 +51,7 @@ class Binding:
     user_agent: str = ""
 
 
-@dataclass(frozen=True)
-class RegisterResult:
+class RegisterResult(NamedTuple):
     """What to answer, and what changed: ``saved`` to store, ``removed`` to delete."""
 
     status: int
@@ -64,8 +61,7 @@ class RegisterResult:
     removed: tuple[Binding, ...] = ()
 
 
-@dataclass(frozen=True)
-class _Request:
+class _Request(NamedTuple):
     contact: str
     expires: int
 

@@ -47,16 +47,15 @@ def load_directory(db: sqlite_utils.Database) -> SipDirectory:
 def save_bindings(db: sqlite_utils.Database, saved: list[Binding], removed: list[Binding]) -> None:
     """Write a batch of registration changes in one transaction."""
     with write_transaction(db):
-        for binding in removed:
-            db.conn.execute(
-                "DELETE FROM registrations WHERE extension_id = ? AND contact = ?",
-                (binding.extension_id, binding.contact),
-            )
-        for b in saved:
-            db.conn.execute(
-                "INSERT OR REPLACE INTO registrations (tenant_id, extension_id, contact,"
-                " expires_at, call_id, cseq, transport, source, flow, user_agent)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        db.conn.executemany(
+            "DELETE FROM registrations WHERE extension_id = ? AND contact = ?",
+            [(b.extension_id, b.contact) for b in removed],
+        )
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO registrations (tenant_id, extension_id, contact,"
+            " expires_at, call_id, cseq, transport, source, flow, user_agent)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
                 (
                     b.tenant_id,
                     b.extension_id,
@@ -68,8 +67,10 @@ def save_bindings(db: sqlite_utils.Database, saved: list[Binding], removed: list
                     f"{b.flow.remote[0]}|{b.flow.remote[1]}",
                     b.flow.connection,
                     b.user_agent,
-                ),
-            )
+                )
+                for b in saved
+            ],
+        )
 
 
 def load_bindings(db: sqlite_utils.Database, now: float) -> list[Binding]:
