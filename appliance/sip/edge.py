@@ -24,7 +24,7 @@ import heapq
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from appliance.sip import digest
+from appliance.sip import digest, limits
 from appliance.sip.blocklist import BlockLifted, Blocklist, BlockStarted
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
@@ -92,6 +92,7 @@ class SipEdge:
         self.registrar = registrar
         self.blocklist = blocklist
         self._transactions: dict[ServerKey, tuple[_Transaction, Flow]] = {}
+        self.max_transactions = limits.MAX_SERVER_TRANSACTIONS
         self._timers: list[tuple[float, ServerKey]] = []
         self.counters: dict[str, int] = {}
 
@@ -302,6 +303,10 @@ class SipEdge:
         if transaction.state is State.TERMINATED or deadline is None:
             self._transactions.pop(key, None)
             return
+        if key not in self._transactions:
+            while len(self._transactions) >= self.max_transactions:
+                del self._transactions[next(iter(self._transactions))]
+                self._count("transactions_evicted")
         self._transactions[key] = (transaction, flow)
         heapq.heappush(self._timers, (deadline, key))
 

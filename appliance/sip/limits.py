@@ -17,3 +17,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_CSEQ = 2**31 - 1
 #: Largest Max-Forwards value we accept.
 MAX_MAX_FORWARDS = 255
+#: Server transactions kept for absorbing UDP retransmissions (each lives for
+#: Timer J, 32 s). At the cap the oldest is forgotten: a retransmission of its
+#: request is then processed again instead of being absorbed.
+MAX_SERVER_TRANSACTIONS = 100_000

@@ -296,3 +296,19 @@ def test_md5_only_instances_offer_and_accept_md5_only() -> None:
     )
     answer = _reply(strict.datagram_received(phone.register(authorization=forced), PHONE, NOW))
     assert answer.status == 401
+
+
+def test_transaction_table_is_bounded() -> None:
+    """At the cap the oldest server transaction is forgotten, so a flood of distinct
+    requests cannot grow memory; the newest ones still absorb retransmissions."""
+    edge = _edge()
+    edge.max_transactions = 3
+    phone = SipTestClient("1001", DOMAIN, PASSWORD)
+    requests = [phone.register() for _ in range(5)]
+    for request in requests:
+        edge.datagram_received(request, PHONE, NOW)
+    assert edge.counters["transactions_evicted"] == 2
+    edge.datagram_received(requests[-1], PHONE, NOW)
+    assert edge.counters["retransmissions"] == 1
+    edge.datagram_received(requests[0], PHONE, NOW)
+    assert edge.counters["retransmissions"] == 1
