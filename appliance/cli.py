@@ -168,6 +168,10 @@ def main(
         return int(e.code or 0)
     try:
         status: int = args.func(args, console)
+    except BrokenPipeError:
+        # `telemancer audit export | head`: the reader has gone; stop quietly.
+        _silence(console.stdout)
+        return 1
     except ConfigError as e:
         print("configuration problems:", file=console.stderr)
         for key, message in e.problems:
@@ -177,6 +181,17 @@ def main(
         print(f"telemancer: {e}", file=console.stderr)
         return 1
     return status
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a closed pipe at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _config(args: argparse.Namespace, console: Console) -> Config:

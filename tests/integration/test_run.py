@@ -7,11 +7,17 @@ import json
 import socket
 import ssl
 import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
+from appliance.config import load
+from appliance.store import open_directory
+from appliance.store.audit import Actor
+from appliance.store.checkpoints import CheckpointKey
 from tests.integration.conftest import DEADLINE_SECONDS, Running, telemancer
 
 
@@ -113,3 +119,29 @@ def test_port_in_use_exits_1(dev_instance: tuple[Path, int], child_env: dict[str
         running = Running(config, child_env)
         running.wait_for("could not start listening")
         assert running.process.wait(timeout=DEADLINE_SECONDS) == 1
+
+
+def test_export_into_a_closed_pipe_is_quiet(dev_instance: tuple[Path, int]) -> None:
+    """`telemancer audit export | head -1` stops without a traceback when head exits."""
+    config, _ = dev_instance
+    loaded = load(config, {})
+    store = open_directory(
+        loaded.database_path,
+        CheckpointKey.from_pem(loaded.secrets.audit_signing_key.value),
+        1000,
+        time.time,
+    )
+    for i in range(3000):
+        store.record(Actor("unix:test", "console"), "test.event", f"thing:{i}")
+    store.db.close()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "--config", str(config), "audit", "export"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"{")
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=DEADLINE_SECONDS) == 1
+    assert b"Traceback" not in stderr
