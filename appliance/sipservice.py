@@ -22,16 +22,10 @@ from twisted.logger import Logger
 
 from appliance.config import SipConfig
 from appliance.reactor import IApplianceReactor
+from appliance.sip.actions import Action, BindingsChanged, BlockChanged, CloseConnections, Send
 from appliance.sip.blocklist import BlockLifted, BlockStarted
 from appliance.sip.directory import SipDirectory
-from appliance.sip.edge import (
-    Action,
-    BindingsChanged,
-    BlockChanged,
-    CloseConnections,
-    Send,
-    SipEdge,
-)
+from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message
 from appliance.sip.registrar import Binding, Flow
 from appliance.sip.transport import (

@@ -24,10 +24,11 @@ import time
 from collections.abc import Sequence
 
 from appliance.sip import digest
+from appliance.sip.actions import Action, Send
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.digest import DigestVerifier, NonceFactory
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
-from appliance.sip.edge import Action, Send, SipEdge
+from appliance.sip.edge import SipEdge
 from appliance.sip.message import parse_datagram
 from appliance.sip.registrar import Flow, Registrar
 from appliance.testing.sipclient import SipTestClient

@@ -22,15 +22,22 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from appliance.sip import digest, limits
-from appliance.sip.blocklist import BlockLifted, Blocklist, BlockStarted
+from appliance.sip.actions import Action, BindingsChanged, BlockChanged, CloseConnections, Send
+from appliance.sip.blocklist import Blocklist
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
 from appliance.sip.grammar import SipUri, parse_sip_uri
 from appliance.sip.message import Message, parse_datagram
-from appliance.sip.registrar import Binding, Flow, Registrar
+from appliance.sip.proxy import (
+    DEFAULT_MAX_CALL_SECONDS,
+    BlockedError,
+    Proxy,
+    ProxyAddress,
+    quota_refusal,
+)
+from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.transaction import (
     MAGIC_COOKIE,
@@ -41,39 +48,12 @@ from appliance.sip.transaction import (
     Transmit,
     server_key,
 )
-from appliance.sip.validate import check_request
+from appliance.sip.validate import check_request, check_response
 
-#: Methods this element handles today; the proxy adds INVITE and the rest.
-ALLOWED_METHODS = "REGISTER, OPTIONS"
-
-
-class Send(NamedTuple):
-    """Send ``data`` back over ``flow`` (to its source address on UDP)."""
-
-    flow: Flow
-    data: bytes
+#: Methods this element handles.
+ALLOWED_METHODS = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO"
 
 
-class CloseConnections(NamedTuple):
-    """Close every TLS/TCP connection from ``ip`` (it was just blocked)."""
-
-    ip: str
-
-
-class BindingsChanged(NamedTuple):
-    """Registrations to persist (``saved``) and delete (``removed``)."""
-
-    saved: tuple[Binding, ...]
-    removed: tuple[Binding, ...]
-
-
-class BlockChanged(NamedTuple):
-    """A block began or ended: persist and audit it."""
-
-    event: BlockStarted | BlockLifted
-
-
-Action = Send | CloseConnections | BindingsChanged | BlockChanged
 _Transaction = InviteServerTransaction | NonInviteServerTransaction
 
 
@@ -86,18 +66,47 @@ class SipEdge:
         verifier: digest.DigestVerifier,
         registrar: Registrar,
         blocklist: Blocklist,
+        addresses: Sequence[ProxyAddress] = (ProxyAddress("tls", "127.0.0.1", 5061),),
+        *,
+        max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
     ) -> None:
-        self.directory = directory
         self.verifier = verifier
         self.registrar = registrar
         self.blocklist = blocklist
+        self.proxy = Proxy(
+            directory,
+            verifier,
+            registrar,
+            blocklist,
+            addresses,
+            max_call_seconds=max_call_seconds,
+        )
+        self.directory = directory
         self._transactions: dict[ServerKey, tuple[_Transaction, Flow]] = {}
         self.max_transactions = limits.MAX_SERVER_TRANSACTIONS
         self._timers: list[tuple[float, ServerKey]] = []
         self.counters: dict[str, int] = {}
 
+    @property
+    def directory(self) -> SipDirectory:
+        """Tenants and extensions; swapped whole when the store changes."""
+        return self._directory
+
+    @directory.setter
+    def directory(self, directory: SipDirectory) -> None:
+        self._directory = directory
+        self.proxy.directory = directory
+
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    def connection_opened(self, flow: Flow) -> None:
+        """A TLS/TCP connection is up: requests may be sent over it."""
+        self.proxy.open_connections.add(flow.connection)
+
+    def connection_closed(self, flow: Flow, now: float) -> list[Action]:
+        """A TLS/TCP connection is gone: calls with a leg on it end."""
+        return self.proxy.flow_closed(flow, now)
 
     def is_blocked(self, ip: str, now: float) -> bool:
         """Whether everything from ``ip`` is to be dropped."""
@@ -121,11 +130,21 @@ class SipEdge:
             self._count("dropped_blocked")
             return []
         if not message.is_request:
-            self._count("dropped_responses")  # no client transactions at the edge
-            return []
+            try:
+                check_response(message)
+            except SipError:
+                self._count("dropped_malformed_responses")
+                return []
+            return self.proxy.response(message, flow, now)
         key = self._key(message, flow)
         if message.method == "ACK":
-            return self._ack(key, now)
+            if key is not None and key in self._transactions:
+                return self._ack(key, now)
+            try:
+                check_request(message)
+                return self.proxy.request(message, flow, now)
+            except SipError:
+                return []  # an ACK is never answered
         if key is not None and key in self._transactions:
             self._count("retransmissions")
             transaction, _ = self._transactions[key]
@@ -138,12 +157,19 @@ class SipEdge:
             if message.method == "OPTIONS" and for_us:
                 headers = (("Allow", ALLOWED_METHODS), ("Accept", "application/sdp"))
                 return self._answer(message, flow, now, key, 200, "OK", headers)
-            if message.method == "CANCEL":
-                raise SipError(481, "Call/Transaction Does Not Exist")
-            raise SipError(501, "Not Implemented", (("Allow", ALLOWED_METHODS),))
+            return self.proxy.request(message, flow, now)
+        except BlockedError as blocked:
+            self._count("blocks")
+            return [BlockChanged(blocked.started), CloseConnections(blocked.started.ip)]
         except SipError as error:
             self._count(f"answered_{error.status}")
-            return self._answer(message, flow, now, key, error.status, error.reason, error.headers)
+            answer = self._answer(
+                message, flow, now, key, error.status, error.reason, error.headers
+            )
+            refused = quota_refusal(error)
+            if refused is None:
+                return answer
+            return [*answer, refused, *self.proxy.refused_call(message, flow, refused, now)]
 
     def _register(
         self, message: Message, flow: Flow, now: float, key: ServerKey | None
@@ -322,6 +348,7 @@ class SipEdge:
                 self._timers[0][0] if self._timers else None,
                 self.registrar.next_timer(),
                 self.blocklist.next_timer(),
+                self.proxy.next_timer(),
             )
             if d is not None
         ]
@@ -346,6 +373,7 @@ class SipEdge:
         if expired:
             actions.append(BindingsChanged((), tuple(expired)))
         actions += [BlockChanged(lifted) for lifted in self.blocklist.handle_timer(now)]
+        actions += self.proxy.handle_timer(now)
         return actions
 
 

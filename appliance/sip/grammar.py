@@ -55,8 +55,10 @@ class Params(NamedTuple):
                 return value
         return None
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and any(k.lower() == name.lower() for k, _ in self.items)
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is present, with or without a value."""
+        name = name.lower()
+        return any(key.lower() == name for key, _ in self.items)
 
 
 _NO_PARAMS = Params()

@@ -62,6 +62,77 @@ class SipTestClient:
         lines.append("Content-Length: 0")
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
+    def invite(
+        self,
+        callee: str,
+        *,
+        authorization: str | None = None,
+        call_id: str | None = None,
+        domain: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> bytes:
+        """An initial INVITE to ``callee`` (a user of ``domain``, ours by default)."""
+        self.cseq += 1
+        host, port = self.local
+        aor = f"sip:{self.user}@{self.domain}"
+        lines = [
+            f"INVITE sip:{callee}@{domain or self.domain} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport} {host}:{port}"
+            f";branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70",
+            f"From: <{aor}>;tag={self.from_tag}",
+            f"To: <sip:{callee}@{domain or self.domain}>",
+            f"Call-ID: {call_id or self.call_id}",
+            f"CSeq: {self.cseq} INVITE",
+            f"Contact: <sip:{self.user}@{host}:{port};transport={self.transport.lower()}>",
+            *extra,
+        ]
+        if authorization:
+            lines.append(f"Proxy-Authorization: {authorization}")
+        lines.append("Content-Length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def in_dialog(self, method: str, answer: Message, *, route: str | None = None) -> bytes:
+        """A request inside the dialog set up by ``answer`` (the 200 to our INVITE),
+        following its Record-Route."""
+        if method != "ACK":
+            self.cseq += 1
+        host, port = self.local
+        target = answer.contacts[0].uri if answer.contacts else f"sip:{self.domain}"
+        routes = [f.value for f in answer.all("record-route")][::-1]
+        lines = [
+            f"{method} {target} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport} {host}:{port}"
+            f";branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70",
+            f"From: {answer.first('from')}",
+            f"To: {answer.first('to')}",
+            f"Call-ID: {answer.call_id}",
+            f"CSeq: {answer.cseq.number if method == 'ACK' else self.cseq} {method}",
+            *[f"Route: {r}" for r in ([route] if route else routes)],
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def answer(self, request: Message, status: int, reason: str, *, tag: str = "callee") -> bytes:
+        """Our response to a request the proxy forwarded to us (we are the callee)."""
+        host, port = self.local
+        to_value = request.first("to") or ""
+        if status > 100 and ";tag=" not in to_value:
+            to_value = f"{to_value};tag={tag}"
+        lines = [
+            f"SIP/2.0 {status} {reason}",
+            *[f"Via: {f.value}" for f in request.all("via")],
+            *[f"Record-Route: {f.value}" for f in request.all("record-route")],
+            f"From: {request.first('from')}",
+            f"To: {to_value}",
+            f"Call-ID: {request.call_id}",
+            f"CSeq: {request.first('cseq')}",
+            f"Contact: <sip:{self.user}@{host}:{port};transport={self.transport.lower()}>",
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
     def authorization(
         self,
         challenge: Message,
@@ -70,11 +141,15 @@ class SipTestClient:
         password: str | None = None,
         username: str | None = None,
         nc: int | None = None,
+        method: str = "REGISTER",
+        uri: str | None = None,
     ) -> str:
-        """The Authorization value answering ``challenge``'s offer of ``algorithm``."""
+        """The Authorization value answering ``challenge``'s offer of ``algorithm``
+        (WWW-Authenticate or Proxy-Authenticate)."""
+        offers = challenge.all("www-authenticate") or challenge.all("proxy-authenticate")
         offer = next(
             parsed
-            for value in (f.value for f in challenge.all("www-authenticate"))
+            for value in (f.value for f in offers)
             if isinstance(parsed := digest.parse_credentials(value), digest.Credentials)
             and parsed.params.get("algorithm", digest.MD5).upper() == algorithm
         )
@@ -83,7 +158,7 @@ class SipTestClient:
         self.nc = self.nc + 1 if nc is None else nc
         nc_text = f"{self.nc:08x}"
         cnonce = secrets.token_hex(8)
-        uri = f"sip:{self.domain}"
+        uri = uri or f"sip:{self.domain}"
         ha1 = digest.ha1(algorithm, username, realm, password or self.password)
         answer = digest.response(
             algorithm,
@@ -92,7 +167,7 @@ class SipTestClient:
             nc=nc_text,
             cnonce=cnonce,
             qop="auth",
-            method="REGISTER",
+            method=method,
             uri=uri,
         )
         return (

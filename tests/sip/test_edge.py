@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from appliance.sip import digest
+from appliance.sip.actions import BindingsChanged, BlockChanged, CloseConnections, Send
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
-from appliance.sip.edge import BindingsChanged, BlockChanged, CloseConnections, Send, SipEdge
+from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message, parse_datagram
 from appliance.sip.registrar import Flow, Registrar
 from appliance.testing.sipclient import SipTestClient
@@ -243,17 +244,18 @@ def test_malformed_requests_are_answered(name: str, status: int) -> None:
     assert answer.status == status
 
 
-def test_options_for_us_and_methods_not_handled() -> None:
-    """OPTIONS to a served domain is 200 with Allow; an INVITE is 501 until the proxy
-    lands, and its ACK is absorbed without an answer."""
+def test_options_for_us_and_unauthenticated_invite() -> None:
+    """OPTIONS to a served domain is 200 with Allow; an INVITE without credentials is
+    challenged with 407, and the ACK for that 407 is absorbed without an answer."""
     edge = _edge()
     options = SipTestClient("1001", DOMAIN, PASSWORD).register().replace(b"REGISTER", b"OPTIONS")
     answer = _reply(edge.datagram_received(options, PHONE, NOW))
-    assert answer.status == 200 and answer.first("allow") == "REGISTER, OPTIONS"
+    assert answer.status == 200 and "INVITE" in (answer.first("allow") or "")
     invite = options.replace(b"OPTIONS", b"INVITE").replace(
         b"sip:acme.example SIP", b"sip:1002@acme.example SIP"
     )
-    assert _reply(edge.datagram_received(invite, PHONE, NOW)).status == 501
+    challenge = _reply(edge.datagram_received(invite, PHONE, NOW))
+    assert challenge.status == 407 and challenge.all("proxy-authenticate")
     ack = invite.replace(b"INVITE", b"ACK")
     assert edge.datagram_received(ack, PHONE, NOW) == []
 

@@ -1,0 +1,137 @@
+"""Calls in progress: admission against each tenant's quota, and the record
+each call leaves when it ends.
+
+Admission is one synchronous check-and-take on the reactor thread, so two
+INVITEs can never both take a tenant's last slot; every way a call ends
+goes through :meth:`Call.end`, which is where the slot is given back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from appliance.sip.cdr import CallDetailRecord, Direction, Disposition, HangupBy, disposition_for
+from appliance.sip.registrar import Flow
+
+CallState = Literal["proceeding", "ringing", "answered", "ended"]
+
+
+class Admission:
+    """Concurrent-call slots per tenant."""
+
+    def __init__(self) -> None:
+        self._active: dict[int, int] = {}
+
+    def reserve(self, tenant_id: int, limit: int) -> bool:
+        """Take a slot if one is free; False (and nothing taken) at the limit."""
+        taken = self._active.get(tenant_id, 0)
+        if taken >= limit:
+            return False
+        self._active[tenant_id] = taken + 1
+        return True
+
+    def release(self, tenant_id: int) -> None:
+        """Give a slot back."""
+        left = self._active.get(tenant_id, 0) - 1
+        if left > 0:
+            self._active[tenant_id] = left
+        else:
+            self._active.pop(tenant_id, None)
+
+    def count(self, tenant_id: int) -> int:
+        """Slots taken by ``tenant_id``."""
+        return self._active.get(tenant_id, 0)
+
+    def reconcile(self, calls: Iterable[Call]) -> dict[int, tuple[int, int]]:
+        """Reset the counters to the calls actually live; return each tenant whose
+        counter drifted as ``tenant: (counted, actual)``."""
+        actual: dict[int, int] = {}
+        for call in calls:
+            if call.state != "ended":
+                actual[call.tenant_id] = actual.get(call.tenant_id, 0) + 1
+        drift = {
+            tenant: (self._active.get(tenant, 0), actual.get(tenant, 0))
+            for tenant in set(actual) | set(self._active)
+            if self._active.get(tenant, 0) != actual.get(tenant, 0)
+        }
+        self._active = actual
+        return drift
+
+
+@dataclass
+class Leg:
+    """One side of a call as the proxy sees it: where it is and who it is."""
+
+    flow: Flow
+    tag: str | None
+    contact: str
+    cseq: int
+
+
+@dataclass
+class Call:
+    """A call from INVITE to its end. Mutable: it is the proxy's working state."""
+
+    tenant_id: int
+    call_id: str
+    caller: str
+    callee: str
+    direction: Direction
+    setup_at: float
+    caller_leg: Leg
+    deadline: float
+    callee_leg: Leg | None = None
+    ringing_at: float | None = None
+    answered_at: float | None = None
+    state: CallState = "proceeding"
+    final_status: int = 0
+    trunk: str | None = None
+    branches: list[str] = field(default_factory=list)
+
+    def end(
+        self,
+        now: float,
+        admission: Admission,
+        *,
+        status: int,
+        hangup_by: HangupBy | None,
+        disposition: Disposition | None = None,
+    ) -> CallDetailRecord | None:
+        """End the call once: release its slot and return its record (None if it
+        had ended already)."""
+        if self.state == "ended":
+            return None
+        self.state = "ended"
+        admission.release(self.tenant_id)
+        return self.record(now, status=status, hangup_by=hangup_by, disposition=disposition)
+
+    def record(
+        self,
+        now: float,
+        *,
+        status: int,
+        hangup_by: HangupBy | None,
+        disposition: Disposition | None = None,
+    ) -> CallDetailRecord:
+        """The call's record as of ``now`` (ended then)."""
+        if disposition is None:
+            disposition = "answered" if self.answered_at is not None else disposition_for(status)
+        return CallDetailRecord(
+            tenant_id=self.tenant_id,
+            call_id=self.call_id,
+            caller=self.caller,
+            callee=self.callee,
+            direction=self.direction,
+            trunk=self.trunk,
+            setup_at=self.setup_at,
+            ringing_at=self.ringing_at,
+            answered_at=self.answered_at,
+            ended_at=now,
+            disposition=disposition,
+            hangup_by=hangup_by,
+            final_status=status or self.final_status,
+            caller_transport=self.caller_leg.flow.transport,
+            callee_transport=self.callee_leg.flow.transport if self.callee_leg else None,
+        )

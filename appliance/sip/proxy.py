@@ -1,0 +1,706 @@
+"""The stateful proxy (RFC 3261 §16) for calls between one tenant's phones.
+
+Sans-I/O like the edge, which hands it every request that is not for the
+registrar and every response. Order of work for an initial INVITE, each
+step failing closed with the SIP status the edge answers:
+
+1. the caller authenticates with Proxy-Authorization (407 challenge; the
+   same Digest rules and brute-force rule as REGISTER);
+2. the Request-URI must name an extension of the caller's own tenant: no
+   other domain, no ``maddr``, no pre-loaded Route but our own (403/404);
+3. the extension must have a reachable registration (480);
+4. the tenant's concurrent-call quota is reserved (503, before anything rings);
+5. the INVITE is forked to every contact, each over the flow it registered on.
+
+In-dialog requests follow the Record-Route we inserted: they are matched to
+their call by Call-ID and tags and sent over the other leg's flow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from appliance.sip import digest
+from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send
+from appliance.sip.blocklist import Blocklist, BlockStarted
+from appliance.sip.calls import Admission, Call, Leg
+from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
+from appliance.sip.errors import SipError
+from appliance.sip.grammar import SipUri, parse_sip_uri
+from appliance.sip.message import Message, Rewrite, parse_datagram
+from appliance.sip.registrar import Binding, Flow, Registrar
+from appliance.sip.responses import response
+from appliance.sip.transaction import (
+    DeliverResponse,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    State,
+    Timeout,
+    Transmit,
+)
+
+#: How long a call may ring before its branches are cancelled (Timer C, §16.6).
+RING_TIMEOUT_SECONDS = 180.0
+#: A call's longest life when its phones use no session timers: then it is
+#: ended with BYE on both legs, so a lost BYE cannot hold a quota slot forever.
+DEFAULT_MAX_CALL_SECONDS = 4 * 3600.0
+#: Methods forwarded inside a dialog.
+IN_DIALOG_METHODS = frozenset(
+    {"ACK", "BYE", "INVITE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS"}
+)
+
+
+class BlockedError(Exception):
+    """The request's credentials tripped the brute-force rule: answer nothing."""
+
+    def __init__(self, started: BlockStarted) -> None:
+        super().__init__(started.ip)
+        self.started = started
+
+
+@dataclass(frozen=True)
+class ProxyAddress:
+    """Where phones reach the proxy on one transport (for Via and Record-Route)."""
+
+    transport: str
+    host: str
+    port: int
+
+    def uri(self) -> str:
+        """Our Record-Route URI on this transport (RFC 3261 §16.6 step 4, loose routing)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:{host}:{self.port};transport={self.transport};lr"
+
+
+@dataclass
+class _Branch:
+    """One fork of an INVITE (or one forwarded non-INVITE request)."""
+
+    id: str
+    flow: Flow
+    request: bytes
+    transaction: InviteClientTransaction | NonInviteClientTransaction
+    call: Call | None
+    upstream: _Upstream | None
+    final: int = 0
+    provisional: bool = False
+    cancelled: bool = False
+
+
+@dataclass
+class _Upstream:
+    """The request as it reached us: where answers go back to."""
+
+    message: Message
+    flow: Flow
+    server: InviteServerTransaction | NonInviteServerTransaction
+    branches: list[str] = field(default_factory=list)
+    best: tuple[int, bytes] | None = None
+    answered: bool = False
+
+
+class Proxy:
+    """Routes calls between registered phones of one tenant."""
+
+    def __init__(
+        self,
+        directory: SipDirectory,
+        verifier: digest.DigestVerifier,
+        registrar: Registrar,
+        blocklist: Blocklist,
+        addresses: Sequence[ProxyAddress],
+        *,
+        max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+    ) -> None:
+        self.directory = directory
+        self.verifier = verifier
+        self.registrar = registrar
+        self.blocklist = blocklist
+        self.addresses = {a.transport: a for a in addresses}
+        self.max_call_seconds = max_call_seconds
+        self.admission = Admission()
+        self.calls: dict[str, Call] = {}
+        self.open_connections: set[str] = set()
+        self._branches: dict[str, _Branch] = {}
+        self._upstream: dict[tuple[str, str, str], _Upstream] = {}
+        self._ids = itertools.count(1)
+        self._salt = secrets.token_hex(4)
+
+    # -- requests -----------------------------------------------------------
+
+    def request(self, message: Message, flow: Flow, now: float) -> list[Action]:
+        """Handle a request the edge does not answer itself; raise SipError to answer."""
+        key = self._server_key(message)
+        if key in self._upstream:
+            upstream = self._upstream[key]
+            return _sends(upstream.flow, upstream.server.receive_request(message.wire, now))
+        if message.method == "CANCEL":
+            return self._cancel(message, flow, now)
+        if message.to.tag is not None:
+            return self._in_dialog(message, flow, now)
+        if message.method != "INVITE":
+            raise SipError(405, "Method Not Allowed", (("Allow", "INVITE, ACK, CANCEL, BYE"),))
+        return self._invite(message, flow, now)
+
+    def _invite(self, message: Message, flow: Flow, now: float) -> list[Action]:
+        tenant, caller = self._authenticate(message, flow, now)
+        callee = self._target(message, tenant)
+        targets = [b for b in self.registrar.bindings(callee.id, now) if self._reachable(b.flow)]
+        if not targets:
+            raise SipError(480, "Temporarily Unavailable")
+        call_id = message.call_id
+        caller_aor = f"{caller.number}@{tenant.domain}"
+        callee_aor = f"{callee.number}@{tenant.domain}"
+        if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
+            limit = tenant.max_concurrent_calls
+            raise _QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit)
+        contact = message.contacts[0].uri if message.contacts else ""
+        call = Call(
+            tenant_id=tenant.id,
+            call_id=call_id,
+            caller=caller_aor,
+            callee=callee_aor,
+            direction="internal",
+            setup_at=now,
+            caller_leg=Leg(flow, message.from_.tag, contact, message.cseq.number),
+            deadline=now + self.max_call_seconds,
+        )
+        self.calls[call_id] = call
+        server = InviteServerTransaction(reliable=flow.transport != "udp", now=now)
+        upstream = _Upstream(message, flow, server)
+        self._upstream[self._server_key(message)] = upstream
+        actions: list[Action] = [_live(call)]
+        server.receive_request(message.wire, now)
+        trying = response(message, 100, "Trying", source=flow.remote)
+        actions += _sends(flow, server.send_response(100, trying, now))
+        for binding in targets:
+            actions += self._fork(call, upstream, binding, now)
+        return actions
+
+    def _authenticate(
+        self, message: Message, flow: Flow, now: float
+    ) -> tuple[TenantEntry, ExtensionEntry]:
+        """The caller's tenant and extension, from Proxy-Authorization (407 if absent)."""
+        from_uri = _sip(message.from_.uri)
+        tenant = self.directory.tenant(from_uri.host) if from_uri else None
+        if from_uri is None or tenant is None or not tenant.active or not from_uri.user:
+            raise SipError(403, "Forbidden (From is not an extension served here)")
+        credentials = None
+        for field_ in message.all("proxy-authorization"):
+            try:
+                parsed = digest.parse_credentials(field_.value)
+            except digest.DigestParseError:
+                raise SipError(400, "Bad Request (malformed Proxy-Authorization)") from None
+            if (
+                isinstance(parsed, digest.Credentials)
+                and parsed.params.get("realm") == tenant.domain
+            ):
+                credentials = parsed
+        if credentials is None:
+            raise self._challenge(tenant, flow, now, stale=False)
+        extension = self.directory.extension(tenant.id, credentials.username or "")
+        result = self.verifier.verify(
+            credentials,
+            message.method,
+            extension.ha1 if extension else None,
+            tenant.domain,
+            now=now,
+            source_ip=flow.remote[0],
+        )
+        if result.outcome is digest.AuthOutcome.STALE:
+            raise self._challenge(tenant, flow, now, stale=True)
+        if result.outcome is not digest.AuthOutcome.OK or extension is None:
+            if result.reason is digest.FailureReason.CREDENTIALS:
+                started = self.blocklist.record_failure(flow.remote[0], now)
+                if started is not None:
+                    raise BlockedError(started)
+            raise self._challenge(tenant, flow, now, stale=False)
+        self.blocklist.record_success(flow.remote[0], now)
+        if extension.number != from_uri.user:
+            raise SipError(403, "Forbidden (credentials are for another extension)")
+        return tenant, extension
+
+    def _challenge(self, tenant: TenantEntry, flow: Flow, now: float, *, stale: bool) -> SipError:
+        values = self.verifier.challenge(
+            tenant.domain, now=now, source_ip=flow.remote[0], stale=stale
+        )
+        headers = tuple(("Proxy-Authenticate", value) for value in values)
+        return SipError(407, "Proxy Authentication Required", headers)
+
+    def _target(self, message: Message, tenant: TenantEntry) -> ExtensionEntry:
+        """The callee: an extension of the caller's tenant, named only by the Request-URI."""
+        uri = parse_sip_uri(message.uri)
+        if uri.params.has("maddr"):
+            raise SipError(403, "Forbidden (maddr is not honoured)")
+        for route in message.routes:
+            route_uri = _sip(route.uri)
+            if route_uri is None or not self._is_us(route_uri):
+                raise SipError(403, "Forbidden (Route to elsewhere)")
+        if uri.host.lower() != tenant.domain:
+            if self.directory.tenant(uri.host) is not None:
+                raise SipError(403, "Forbidden (calls between tenants are not allowed)")
+            raise SipError(403, "Forbidden (no route to that domain)")
+        extension = self.directory.extension(tenant.id, uri.user or "")
+        if extension is None:
+            raise SipError(404, "Not Found")
+        return extension
+
+    def _reachable(self, flow: Flow) -> bool:
+        return flow.transport == "udp" or flow.connection in self.open_connections
+
+    def _is_us(self, uri: SipUri) -> bool:
+        return any(
+            uri.host.strip("[]").lower() == a.host.lower() and (uri.port or 5060) == a.port
+            for a in self.addresses.values()
+        ) or (uri.user is None and self.directory.tenant(uri.host) is not None)
+
+    # -- forwarding ---------------------------------------------------------
+
+    def _branch_id(self) -> str:
+        return f"z9hG4bK-tm{self._salt}-{next(self._ids)}"
+
+    def _via(self, flow: Flow, branch: str) -> str:
+        address = self.addresses.get(flow.transport) or next(iter(self.addresses.values()))
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        return f"SIP/2.0/{flow.transport.upper()} {host}:{address.port};branch={branch}"
+
+    def _record_routes(self, inbound: Flow, outbound: Flow) -> list[str]:
+        """Our Record-Route entries, top first: two when the legs differ in
+        transport (RFC 5658), so each side sees the interface it talks to."""
+        near = self.addresses.get(outbound.transport)
+        far = self.addresses.get(inbound.transport)
+        uris = [a.uri() for a in (near, far) if a is not None]
+        return [f"<{uri}>" for uri in dict.fromkeys(uris)] or [
+            f"<{next(iter(self.addresses.values())).uri()}>"
+        ]
+
+    def _fork(self, call: Call, upstream: _Upstream, binding: Binding, now: float) -> list[Action]:
+        branch_id = self._branch_id()
+        message = upstream.message
+        rewrite = Rewrite(message).replace_start_line(f"INVITE {binding.contact} SIP/2.0")
+        _strip_for_forwarding(message, rewrite)
+        for rr in reversed(self._record_routes(upstream.flow, binding.flow)):
+            rewrite.insert_first("Record-Route", rr)
+        rewrite.insert_first("Via", self._via(binding.flow, branch_id))
+        data = rewrite.to_bytes()
+        request = parse_datagram(data)
+
+        def ack_for(raw: bytes) -> bytes:
+            return _ack(request, raw)
+
+        transaction = InviteClientTransaction(
+            data, reliable=binding.flow.transport != "udp", now=now, ack_for=ack_for
+        )
+        branch = _Branch(branch_id, binding.flow, data, transaction, call, upstream)
+        self._branches[branch_id] = branch
+        upstream.branches.append(branch_id)
+        call.branches.append(branch_id)
+        return _sends(binding.flow, transaction.start(now))
+
+    def _in_dialog(self, message: Message, flow: Flow, now: float) -> list[Action]:
+        call = self.calls.get(message.call_id)
+        if call is None or call.callee_leg is None:
+            if message.method == "ACK":
+                return []
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        from_tag = message.from_.tag
+        if from_tag == call.caller_leg.tag and flow.remote[0] == call.caller_leg.flow.remote[0]:
+            source, target = call.caller_leg, call.callee_leg
+        elif from_tag == call.callee_leg.tag and flow.remote[0] == call.callee_leg.flow.remote[0]:
+            source, target = call.callee_leg, call.caller_leg
+        else:
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        if not self._reachable(target.flow):
+            raise SipError(480, "Temporarily Unavailable")
+        source.cseq = max(source.cseq, message.cseq.number)
+        rewrite = Rewrite(message)
+        for route in message.all("route"):
+            rewrite.remove(route)
+        _strip_for_forwarding(message, rewrite, keep_routes=True)
+        branch_id = self._branch_id()
+        rewrite.insert_first("Via", self._via(target.flow, branch_id))
+        data = rewrite.to_bytes()
+        actions: list[Action] = []
+        if message.method == "BYE":
+            hangup = "caller" if source is call.caller_leg else "callee"
+            actions += self._ended(call, now, status=200, hangup_by=hangup)
+        if message.method == "ACK":
+            return [*actions, Send(target.flow, data)]
+        transaction = NonInviteClientTransaction(
+            data, reliable=target.flow.transport != "udp", now=now
+        )
+        server = NonInviteServerTransaction(reliable=flow.transport != "udp", now=now)
+        server.receive_request(message.wire, now)
+        upstream = _Upstream(message, flow, server, [branch_id])
+        self._upstream[self._server_key(message)] = upstream
+        self._branches[branch_id] = _Branch(
+            branch_id, target.flow, data, transaction, None, upstream
+        )
+        return [*actions, *_sends(target.flow, transaction.start(now))]
+
+    def _cancel(self, message: Message, flow: Flow, now: float) -> list[Action]:
+        invite_key = self._server_key(message, method="INVITE")
+        upstream = self._upstream.get(invite_key)
+        if upstream is None:
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        actions: list[Action] = [Send(flow, response(message, 200, "OK", source=flow.remote))]
+        return actions + self._cancel_branches(upstream, now)
+
+    def _cancel_branches(self, upstream: _Upstream, now: float, skip: str = "") -> list[Action]:
+        actions: list[Action] = []
+        for branch_id in upstream.branches:
+            branch = self._branches.get(branch_id)
+            if branch is None or branch.id == skip or branch.final or branch.cancelled:
+                continue
+            branch.cancelled = True
+            cancel = _cancel_request(parse_datagram(branch.request))
+            transaction = NonInviteClientTransaction(
+                cancel, reliable=branch.flow.transport != "udp", now=now
+            )
+            cancel_id = f"{branch.id}-cancel"
+            self._branches[cancel_id] = _Branch(
+                cancel_id, branch.flow, cancel, transaction, None, None
+            )
+            actions += _sends(branch.flow, transaction.start(now))
+        return actions
+
+    def refused_call(
+        self, message: Message, flow: Flow, refused: QuotaRefused, now: float
+    ) -> list[Action]:
+        """The record of a call refused at admission (it never rang)."""
+        call = Call(
+            tenant_id=refused.tenant_id,
+            call_id=refused.call_id,
+            caller=refused.caller,
+            callee=refused.callee,
+            direction="internal",
+            setup_at=now,
+            caller_leg=Leg(flow, message.from_.tag, "", message.cseq.number),
+            deadline=now,
+        )
+        record = call.record(now, status=503, hangup_by=None, disposition="rejected-quota")
+        return [CallEnded(record)]
+
+    # -- responses ----------------------------------------------------------
+
+    def response(self, message: Message, flow: Flow, now: float) -> list[Action]:
+        """A response from downstream: matched to its branch by our Via branch."""
+        try:
+            top = message.vias[0]
+        except (SipError, IndexError):
+            return []
+        branch_id = top.branch or ""
+        branch = self._branches.get(branch_id)
+        if branch is None and branch_id.endswith("-cancel") is False:
+            branch = (
+                self._branches.get(f"{branch_id}-cancel")
+                if message.cseq.method == "CANCEL"
+                else None
+            )
+        if branch is None:
+            return []
+        transaction_actions = branch.transaction.receive_response(
+            message.status, message.wire, now
+        )
+        actions = _sends(branch.flow, transaction_actions)
+        for action in transaction_actions:
+            if isinstance(action, DeliverResponse):
+                actions += self._deliver(branch, message, now)
+        self._forget_if_done(branch)
+        return actions
+
+    def _deliver(self, branch: _Branch, message: Message, now: float) -> list[Action]:
+        upstream = branch.upstream
+        if upstream is None:  # our own CANCEL or BYE: nothing to pass on
+            return []
+        status = message.status
+        upward = _without_top_via(message)
+        call = branch.call
+        actions: list[Action] = []
+        if status < 200:
+            branch.provisional = True
+            if call is not None and status >= 180 and call.ringing_at is None:
+                call.ringing_at = now
+                call.state = "ringing"
+                actions.append(_live(call))
+            if status == 100:
+                return actions
+            return actions + _sends(
+                upstream.flow, upstream.server.send_response(status, upward, now)
+            )
+        branch.final = status
+        if status < 300:
+            if call is not None and not upstream.answered:
+                upstream.answered = True
+                contact = message.contacts[0].uri if message.contacts else ""
+                call.callee_leg = Leg(branch.flow, message.to.tag, contact, 0)
+                call.answered_at = now
+                call.state = "answered"
+                actions.append(_live(call))
+                actions += self._cancel_branches(upstream, now, skip=branch.id)
+            return actions + _sends(
+                upstream.flow, upstream.server.send_response(status, upward, now)
+            )
+        if upstream.best is None or _better(status, upstream.best[0]):
+            upstream.best = (status, upward)
+        if status >= 600:
+            actions += self._cancel_branches(upstream, now, skip=branch.id)
+        pending = [
+            b for b in (self._branches.get(i) for i in upstream.branches) if b and not b.final
+        ]
+        if (pending and status < 600) or upstream.answered:
+            return actions
+        best_status, best = upstream.best
+        if call is not None:
+            actions += self._ended(call, now, status=best_status, hangup_by=None)
+        return actions + _sends(
+            upstream.flow, upstream.server.send_response(best_status, best, now)
+        )
+
+    def _ended(
+        self, call: Call, now: float, *, status: int, hangup_by: str | None
+    ) -> list[Action]:
+        record = call.end(
+            now,
+            self.admission,
+            status=status,
+            hangup_by=hangup_by,  # type: ignore[arg-type]
+        )
+        if record is None:
+            return []
+        return [CallEnded(record), _live(call)]
+
+    def _forget_if_done(self, branch: _Branch) -> None:
+        if branch.transaction.state is State.TERMINATED:
+            self._branches.pop(branch.id, None)
+
+    # -- connections, timers -----------------------------------------------
+
+    def flow_closed(self, flow: Flow, now: float) -> list[Action]:
+        """A TLS/TCP connection closed: calls with a leg on it end now."""
+        self.open_connections.discard(flow.connection)
+        actions: list[Action] = []
+        for call in list(self.calls.values()):
+            legs = [call.caller_leg, call.callee_leg]
+            if call.state != "ended" and any(leg and leg.flow == flow for leg in legs):
+                actions += self._hang_up(call, now, hangup_by="system")
+        return actions
+
+    def _hang_up(self, call: Call, now: float, *, hangup_by: str) -> list[Action]:
+        """End a call from our side: BYE to answered legs still reachable, CANCEL to
+        pending branches, then the record."""
+        actions: list[Action] = []
+        if call.state == "answered" and call.callee_leg is not None:
+            for leg, peer in (
+                (call.caller_leg, call.callee_leg),
+                (call.callee_leg, call.caller_leg),
+            ):
+                if self._reachable(leg.flow):
+                    actions.append(Send(leg.flow, self._bye(call, leg, peer)))
+        else:
+            for upstream in self._upstream.values():
+                if upstream.message.call_id == call.call_id:
+                    actions += self._cancel_branches(upstream, now)
+        status = 200 if call.state == "answered" else 503
+        return actions + self._ended(call, now, status=status, hangup_by=hangup_by)
+
+    def _bye(self, call: Call, to_leg: Leg, from_leg: Leg) -> bytes:
+        """A BYE from the proxy toward ``to_leg``, within the dialog."""
+        address = self.addresses.get(to_leg.flow.transport) or next(iter(self.addresses.values()))
+        to_leg.cseq += 1
+        from_leg.cseq += 1
+        is_callee = to_leg is call.callee_leg
+        from_aor, to_aor = (call.caller, call.callee) if is_callee else (call.callee, call.caller)
+        lines = [
+            f"BYE {to_leg.contact or 'sip:' + to_aor} SIP/2.0",
+            f"Via: {self._via(to_leg.flow, self._branch_id())}",
+            "Max-Forwards: 70",
+            f"From: <sip:{from_aor}>;tag={from_leg.tag}",
+            f"To: <sip:{to_aor}>;tag={to_leg.tag}",
+            f"Call-ID: {call.call_id}",
+            f"CSeq: {from_leg.cseq + 1000} BYE",
+            f'Reason: SIP;cause=200;text="ended by the proxy ({address.transport})"',
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def next_timer(self) -> float | None:
+        """The earliest deadline of any branch, server transaction or call."""
+        deadlines = [b.transaction.next_timer() for b in self._branches.values()]
+        deadlines += [u.server.next_timer() for u in self._upstream.values()]
+        deadlines += [c.deadline for c in self.calls.values() if c.state != "ended"]
+        deadlines += [
+            c.setup_at + RING_TIMEOUT_SECONDS
+            for c in self.calls.values()
+            if c.state in ("proceeding", "ringing")
+        ]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Fire transaction timers, ring timeouts and maximum durations."""
+        actions: list[Action] = []
+        for branch in list(self._branches.values()):
+            due = branch.transaction.next_timer()
+            if due is None or due > now:
+                continue
+            fired = branch.transaction.handle_timer(now)
+            actions += _sends(branch.flow, fired)
+            if any(isinstance(a, Timeout) for a in fired) and branch.upstream is not None:
+                timeout = _synthetic_timeout(branch.upstream.message)
+                actions += self._deliver(branch, timeout, now)
+            self._forget_if_done(branch)
+        for key, upstream in list(self._upstream.items()):
+            due = upstream.server.next_timer()
+            if due is not None and due <= now:
+                actions += _sends(upstream.flow, upstream.server.handle_timer(now))
+            if upstream.server.state is State.TERMINATED:
+                del self._upstream[key]
+        for call in list(self.calls.values()):
+            if call.state == "ended":
+                if not any(u.message.call_id == call.call_id for u in self._upstream.values()):
+                    del self.calls[call.call_id]
+                continue
+            if (
+                call.state in ("proceeding", "ringing")
+                and now >= call.setup_at + RING_TIMEOUT_SECONDS
+            ):
+                for upstream in self._upstream.values():
+                    if upstream.message.call_id == call.call_id:
+                        actions += self._cancel_branches(upstream, now)
+            elif now >= call.deadline:
+                actions += self._hang_up(call, now, hangup_by="system")
+        return actions
+
+    def _server_key(self, message: Message, method: str | None = None) -> tuple[str, str, str]:
+        top = message.vias[0]
+        sent_by = f"{top.host}:{top.port or 5060}".lower()
+        return ((top.branch or "").lower(), sent_by, method or message.method)
+
+
+class _QuotaError(SipError):
+    """503 for the concurrent-call quota, remembering what to audit."""
+
+    def __init__(self, tenant_id: int, call_id: str, caller: str, callee: str, limit: int) -> None:
+        warning = f'399 telemancer "concurrent call quota of {limit} reached"'
+        super().__init__(503, "Service Unavailable (call quota)", (("Warning", warning),))
+        self.refused = QuotaRefused(tenant_id, call_id, caller, callee, limit)
+
+
+def quota_refusal(error: SipError) -> QuotaRefused | None:
+    """The audit-worthy refusal carried by a quota 503, if it is one."""
+    return error.refused if isinstance(error, _QuotaError) else None
+
+
+def _live(call: Call) -> LiveCall:
+    return LiveCall(
+        call.tenant_id,
+        call.call_id,
+        call.caller,
+        call.callee,
+        call.direction,
+        call.state,
+        call.setup_at,
+        call.answered_at,
+    )
+
+
+def _sends(flow: Flow, actions: Sequence[object]) -> list[Action]:
+    return [Send(flow, a.raw) for a in actions if isinstance(a, Transmit)]
+
+
+def _sip(uri: str) -> SipUri | None:
+    try:
+        return parse_sip_uri(uri)
+    except SipError:
+        return None
+
+
+def _better(status: int, best: int) -> bool:
+    """RFC 3261 §16.7 step 6: 6xx over everything, then 4xx, 5xx, 3xx (401/407 kept)."""
+
+    def rank(code: int) -> int:
+        return {6: 0, 4: 1, 5: 2, 3: 3}.get(code // 100, 4)
+
+    return rank(status) < rank(best)
+
+
+def _strip_for_forwarding(
+    message: Message, rewrite: Rewrite, *, keep_routes: bool = False
+) -> None:
+    """Decrement Max-Forwards and drop credentials meant for us and our own Route."""
+    max_forwards = message.all("max-forwards")
+    value = (message.max_forwards or 70) - 1
+    if max_forwards:
+        rewrite.replace(max_forwards[0], str(value))
+    else:
+        rewrite.insert_first("Max-Forwards", str(value))
+    for field_ in message.all("proxy-authorization"):
+        rewrite.remove(field_)
+    if not keep_routes:
+        for route in message.all("route"):
+            rewrite.remove(route)
+
+
+def _without_top_via(message: Message) -> bytes:
+    """A response with our Via removed, for the next hop up."""
+    first = message.all("via")[0]
+    values = [v.strip() for v in first.value.split(",")]
+    rewrite = Rewrite(message)
+    if len(values) > 1:
+        rewrite.replace(first, ", ".join(values[1:]))
+    else:
+        rewrite.remove(first)
+    return rewrite.to_bytes()
+
+
+def _ack(request: Message, response_raw: bytes) -> bytes:
+    """The ACK for a 300-699 answer to our INVITE (§17.1.1.3)."""
+    answer = parse_datagram(response_raw)
+    to_value = answer.first("to") or request.first("to") or ""
+    lines = [
+        f"ACK {request.uri} SIP/2.0",
+        f"Via: {request.all('via')[0].value}",
+        "Max-Forwards: 70",
+        f"From: {request.first('from')}",
+        f"To: {to_value}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.cseq.number} ACK",
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _cancel_request(request: Message) -> bytes:
+    """The CANCEL for one of our INVITE branches (§9.1): same Via, same CSeq number."""
+    lines = [
+        f"CANCEL {request.uri} SIP/2.0",
+        f"Via: {request.all('via')[0].value}",
+        "Max-Forwards: 70",
+        f"From: {request.first('from')}",
+        f"To: {request.first('to')}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.cseq.number} CANCEL",
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _synthetic_timeout(request: Message) -> Message:
+    """A 408 standing in for a branch that never answered (§16.7 step 2)."""
+    via = request.all("via")[0].value
+    lines = [
+        "SIP/2.0 408 Request Timeout",
+        "Via: SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK-timeout",
+        f"Via: {via}",
+        f"From: {request.first('from')}",
+        f"To: {request.first('to')}",
+        f"Call-ID: {request.call_id}",
+        f"CSeq: {request.cseq.number} {request.cseq.method}",
+        "Content-Length: 0",
+    ]
+    return parse_datagram(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

@@ -1,0 +1,328 @@
+"""The proxy in memory: calls between phones of one tenant over TLS flows,
+forking, CANCEL, quotas released on every ending, and isolation tricks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from appliance.sip import digest
+from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send
+from appliance.sip.blocklist import Blocklist
+from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
+from appliance.sip.edge import SipEdge
+from appliance.sip.message import Message, parse_datagram
+from appliance.sip.proxy import ProxyAddress
+from appliance.sip.registrar import Flow, Registrar
+from appliance.testing.sipclient import SipTestClient
+
+DOMAIN, OTHER = "acme.example", "bravo.example"
+NOW = 1_800_000_000.0
+PROXY = ProxyAddress("tls", "127.0.0.1", 5061)
+
+
+def _ha1(number: str, domain: str) -> dict[str, str]:
+    return {alg: digest.ha1(alg, number, domain, f"pw-{number}") for alg in digest.ALGORITHMS}
+
+
+def _edge(max_calls: int = 5) -> SipEdge:
+    tenants = [
+        TenantEntry(1, DOMAIN, "active", 10, max_calls),
+        TenantEntry(2, OTHER, "active", 10, 5),
+    ]
+    extensions = [
+        ExtensionEntry(11, 1, "1001", _ha1("1001", DOMAIN)),
+        ExtensionEntry(12, 1, "1002", _ha1("1002", DOMAIN)),
+        ExtensionEntry(13, 1, "1003", _ha1("1003", DOMAIN)),
+        ExtensionEntry(21, 2, "1002", _ha1("1002", OTHER)),
+    ]
+    verifier = digest.DigestVerifier(digest.NonceFactory(b"k" * 32, 300))
+    return SipEdge(
+        SipDirectory(tenants, extensions),
+        verifier,
+        Registrar(),
+        Blocklist(),
+        [PROXY],
+        max_call_seconds=3600,
+    )
+
+
+@dataclass
+class Phone:
+    """A registered phone on its own TLS connection."""
+
+    client: SipTestClient
+    flow: Flow
+
+
+def _phone(edge: SipEdge, number: str, port: int, domain: str = DOMAIN) -> Phone:
+    flow = Flow("tls", ("127.0.0.20", port), f"tls-{number}-{port}-{domain}")
+    edge.connection_opened(flow)
+    client = SipTestClient(
+        number, domain, f"pw-{number}", transport="TLS", local=("127.0.0.20", port)
+    )
+    challenge = _only(edge.message_received(parse_datagram(client.register()), flow, NOW), flow)
+    auth = client.authorization(challenge)
+    ok = _only(
+        edge.message_received(parse_datagram(client.register(authorization=auth)), flow, NOW), flow
+    )
+    assert ok.status == 200
+    return Phone(client, flow)
+
+
+def _to(actions: Sequence[Action], flow: Flow) -> list[Message]:
+    return [parse_datagram(a.data) for a in actions if isinstance(a, Send) and a.flow == flow]
+
+
+def _only(actions: Sequence[Action], flow: Flow) -> Message:
+    (message,) = _to(actions, flow)
+    return message
+
+
+def _send(edge: SipEdge, phone: Phone, data: bytes, now: float = NOW) -> list[Action]:
+    return edge.message_received(parse_datagram(data), phone.flow, now)
+
+
+def _dial(
+    edge: SipEdge,
+    caller: Phone,
+    callee: str,
+    now: float = NOW,
+    *,
+    domain: str | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[Action]:
+    """INVITE through the 407 challenge; return the actions of the authenticated INVITE."""
+    first = caller.client.invite(callee, domain=domain, extra=extra)
+    challenge = _only(_send(edge, caller, first, now), caller.flow)
+    assert challenge.status == 407
+    uri = f"sip:{callee}@{domain or caller.client.domain}"
+    auth = caller.client.authorization(challenge, method="INVITE", uri=uri)
+    again = caller.client.invite(callee, authorization=auth, domain=domain, extra=extra)
+    return _send(edge, caller, again, now)
+
+
+def _records(actions: Sequence[Action]) -> list[CallEnded]:
+    return [a for a in actions if isinstance(a, CallEnded)]
+
+
+def test_a_call_between_two_phones() -> None:
+    """INVITE with proxy auth, 100 Trying, the INVITE forwarded over the callee's own
+    TLS connection with our Via and Record-Route, 180 and 200 back without our Via,
+    ACK and BYE along the Record-Route, and one CDR when it ends."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    actions = _dial(edge, alice, "1002")
+    assert _only(actions, alice.flow).status == 100
+    invite = _only(actions, bob.flow)
+    assert invite.uri == "sip:1002@127.0.0.20:5064;transport=tls"
+    assert invite.vias[0].host == "127.0.0.1"
+    assert (invite.vias[0].branch or "").startswith("z9hG4bK")
+    assert invite.first("record-route") == "<sip:127.0.0.1:5061;transport=tls;lr>"
+    assert invite.max_forwards == 69 and not invite.all("proxy-authorization")
+    ringing = _only(_send(edge, bob, bob.client.answer(invite, 180, "Ringing")), alice.flow)
+    assert ringing.status == 180 and len(ringing.vias) == 1
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    assert answer.status == 200 and answer.to.tag == "callee"
+    assert edge.proxy.admission.count(1) == 1
+    ack = _only(_send(edge, alice, alice.client.in_dialog("ACK", answer)), bob.flow)
+    assert ack.method == "ACK" and not ack.all("route")
+    bye_actions = _send(edge, alice, alice.client.in_dialog("BYE", answer), NOW + 30)
+    bye = _only(bye_actions, bob.flow)
+    (ended,) = _records(bye_actions)
+    record = ended.record
+    assert (record.caller, record.callee, record.direction) == (
+        "1001@acme.example",
+        "1002@acme.example",
+        "internal",
+    )
+    assert (record.disposition, record.hangup_by, record.final_status) == (
+        "answered",
+        "caller",
+        200,
+    )
+    assert (record.caller_transport, record.callee_transport) == ("tls", "tls")
+    assert record.billable_seconds == 30 and record.ringing_at == NOW
+    assert edge.proxy.admission.count(1) == 0
+    done = _only(_send(edge, bob, bob.client.answer(bye, 200, "OK")), alice.flow)
+    assert done.status == 200 and done.cseq.method == "BYE"
+
+
+def test_forking_rings_every_contact_and_cancels_the_rest() -> None:
+    """An extension registered twice rings on both connections; the first 200 wins and
+    the other branch gets a CANCEL."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    assert desk_invite.vias[0].branch != mobile_invite.vias[0].branch
+    answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
+    assert _only(answered, alice.flow).status == 200
+    cancel = _only(answered, mobile.flow)
+    assert cancel.method == "CANCEL" and cancel.vias[0].branch == mobile_invite.vias[0].branch
+    late = _send(edge, mobile, mobile.client.answer(mobile_invite, 487, "Request Terminated"))
+    assert _to(late, alice.flow) == []
+
+
+def test_cancel_from_the_caller() -> None:
+    """CANCEL while ringing: 200 to the CANCEL, CANCEL downstream, the 487 passed up,
+    a 'cancelled' CDR and the slot released."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(edge, bob, bob.client.answer(invite, 180, "Ringing"))
+    last = _last_invite(edge)
+    cancel = last.replace(b"INVITE sip", b"CANCEL sip").replace(b" INVITE\r\n", b" CANCEL\r\n")
+    actions = _send(edge, alice, cancel)
+    assert _only(actions, alice.flow).status == 200
+    assert _only(actions, bob.flow).method == "CANCEL"
+    terminated = _send(edge, bob, bob.client.answer(invite, 487, "Request Terminated"))
+    assert _only(terminated, alice.flow).status == 487
+    (ended,) = _records(terminated)
+    assert ended.record.disposition == "cancelled" and edge.proxy.admission.count(1) == 0
+
+
+def _last_invite(edge: SipEdge) -> bytes:
+    """The caller's authenticated INVITE as the proxy holds it."""
+    upstream = next(u for u in edge.proxy._upstream.values() if u.message.method == "INVITE")
+    return upstream.message.wire
+
+
+@pytest.mark.parametrize(
+    ("status", "disposition"), [(486, "busy"), (480, "no-answer"), (500, "failed")]
+)
+def test_final_failures_end_the_call(status: int, disposition: str) -> None:
+    """A non-2xx final is passed up, the CDR says why, and the slot is released."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    actions = _send(edge, bob, bob.client.answer(invite, status, "No"))
+    assert _only(actions, alice.flow).status == status
+    (ended,) = _records(actions)
+    assert ended.record.disposition == disposition and edge.proxy.admission.count(1) == 0
+
+
+def test_quota_refuses_the_call_before_anything_rings() -> None:
+    """With max 1 concurrent call, a second INVITE gets 503 with a Warning naming the
+    quota, a refusal to audit and a 'rejected-quota' CDR; the callee sees nothing."""
+    edge = _edge(max_calls=1)
+    alice, bob, carol = (
+        _phone(edge, n, p) for n, p in (("1001", 5062), ("1002", 5064), ("1003", 5068))
+    )
+    assert _to(_dial(edge, alice, "1002"), bob.flow)
+    actions = _dial(edge, carol, "1002")
+    refused = _only(actions, carol.flow)
+    assert refused.status == 503 and "quota" in (refused.first("warning") or "")
+    assert _to(actions, bob.flow) == []
+    assert [a.limit for a in actions if isinstance(a, QuotaRefused)] == [1]
+    (ended,) = _records(actions)
+    assert ended.record.disposition == "rejected-quota"
+    assert edge.proxy.admission.count(1) == 1
+
+
+def test_timeout_releases_the_slot() -> None:
+    """A callee that never answers: Timer B ends the branch with 408 upstream and a
+    'no-answer' CDR, and the slot comes back."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    assert _to(_dial(edge, alice, "1002"), bob.flow)
+    due = edge.next_timer()
+    assert due is not None and due <= NOW + 32
+    actions = edge.handle_timer(NOW + 32)
+    assert _only(actions, alice.flow).status == 408
+    (ended,) = _records(actions)
+    assert ended.record.disposition == "no-answer" and edge.proxy.admission.count(1) == 0
+
+
+def test_a_dead_connection_ends_the_call() -> None:
+    """When the callee's TLS connection drops mid-call, the caller gets a BYE, the CDR
+    says the system hung up, and the slot is released."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(edge, bob, bob.client.answer(invite, 200, "OK"))
+    actions = edge.connection_closed(bob.flow, NOW + 5)
+    assert _only(actions, alice.flow).method == "BYE"
+    (ended,) = _records(actions)
+    assert ended.record.hangup_by == "system" and edge.proxy.admission.count(1) == 0
+
+
+def test_maximum_duration_ends_the_call() -> None:
+    """A call still up at max_call_seconds is ended with BYE on both legs."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(edge, bob, bob.client.answer(invite, 200, "OK"))
+    actions = edge.handle_timer(NOW + 3600)
+    assert _only(actions, alice.flow).method == "BYE" and _only(actions, bob.flow).method == "BYE"
+    assert _records(actions) and edge.proxy.admission.count(1) == 0
+
+
+@pytest.mark.parametrize(
+    ("callee", "invite", "status"),
+    [
+        ("1002", {"domain": OTHER}, 403),
+        ("9999", {}, 404),
+        ("1002", {"extra": ("Route: <sip:evil.example;lr>",)}, 403),
+    ],
+)
+def test_isolation_tricks(callee: str, invite: dict[str, object], status: int) -> None:
+    """Another tenant's domain in the Request-URI, an unknown extension, and a Route
+    to elsewhere are refused; tenant B's phone never hears anything."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    other_bob = _phone(edge, "1002", 5070, domain=OTHER)
+    actions = _dial(edge, alice, callee, **invite)  # type: ignore[arg-type]
+    assert _only(actions, alice.flow).status == status
+    assert _to(actions, other_bob.flow) == []
+
+
+def test_maddr_and_to_tricks_never_reach_another_tenant() -> None:
+    """maddr in the Request-URI is refused; a To naming tenant B's extension does not
+    route there: only the Request-URI routes, inside the caller's tenant."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    other_bob = _phone(edge, "1002", 5070, domain=OTHER)
+    maddr = alice.client.invite("1002").replace(
+        b"INVITE sip:1002@acme.example", b"INVITE sip:1002@acme.example;maddr=127.0.0.20"
+    )
+    challenge = _only(_send(edge, alice, maddr), alice.flow)
+    auth = alice.client.authorization(challenge, method="INVITE", uri="sip:1002@acme.example")
+    data = alice.client.invite("1002", authorization=auth).replace(
+        b"INVITE sip:1002@acme.example", b"INVITE sip:1002@acme.example;maddr=127.0.0.20"
+    )
+    assert _only(_send(edge, alice, data), alice.flow).status == 403
+    forged_to = alice.client.invite("1002", authorization=auth).replace(
+        b"To: <sip:1002@acme.example>", b"To: <sip:1002@bravo.example>"
+    )
+    challenge = _only(_send(edge, alice, forged_to), alice.flow)
+    auth = alice.client.authorization(challenge, method="INVITE", uri="sip:1002@acme.example")
+    forged_to = alice.client.invite("1002", authorization=auth).replace(
+        b"To: <sip:1002@acme.example>", b"To: <sip:1002@bravo.example>"
+    )
+    actions = _send(edge, alice, forged_to)
+    assert _to(actions, other_bob.flow) == [] and _to(actions, bob.flow)
+
+
+def test_unreachable_and_unregistered() -> None:
+    """480 when the extension has no registration, or only one whose connection is gone."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    assert _only(_dial(edge, alice, "1003"), alice.flow).status == 480
+    bob = _phone(edge, "1002", 5064)
+    edge.connection_closed(bob.flow, NOW)
+    assert _only(_dial(edge, alice, "1002"), alice.flow).status == 480
+
+
+def test_reconciliation_corrects_drift() -> None:
+    """Reconciliation resets counters to the calls actually live and reports drift."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    _dial(edge, alice, "1002")
+    edge.proxy.admission.reserve(1, 10)
+    drift = edge.proxy.admission.reconcile(edge.proxy.calls.values())
+    assert drift == {1: (2, 1)} and edge.proxy.admission.count(1) == 1
+    assert [a for a in _dial(edge, bob, "1001") if isinstance(a, LiveCall)]
