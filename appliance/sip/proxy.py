@@ -29,6 +29,13 @@ from appliance.sip.blocklist import Blocklist, BlockStarted
 from appliance.sip.calls import Admission, Call, Leg
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
+from appliance.sip.forwarding import (
+    ack_for_failure,
+    cancel_for,
+    strip_for_forwarding,
+    synthetic_timeout,
+    without_top_via,
+)
 from appliance.sip.grammar import SipUri, parse_sip_uri
 from appliance.sip.message import Message, Rewrite, parse_datagram
 from appliance.sip.registrar import Binding, Flow, Registrar
@@ -283,7 +290,7 @@ class Proxy:
         branch_id = self._branch_id()
         message = upstream.message
         rewrite = Rewrite(message).replace_start_line(f"INVITE {binding.contact} SIP/2.0")
-        _strip_for_forwarding(message, rewrite)
+        strip_for_forwarding(message, rewrite)
         for rr in reversed(self._record_routes(upstream.flow, binding.flow)):
             rewrite.insert_first("Record-Route", rr)
         rewrite.insert_first("Via", self._via(binding.flow, branch_id))
@@ -291,7 +298,7 @@ class Proxy:
         request = parse_datagram(data)
 
         def ack_for(raw: bytes) -> bytes:
-            return _ack(request, raw)
+            return ack_for_failure(request, raw)
 
         transaction = InviteClientTransaction(
             data, reliable=binding.flow.transport != "udp", now=now, ack_for=ack_for
@@ -321,7 +328,7 @@ class Proxy:
         rewrite = Rewrite(message)
         for route in message.all("route"):
             rewrite.remove(route)
-        _strip_for_forwarding(message, rewrite, keep_routes=True)
+        strip_for_forwarding(message, rewrite, keep_routes=True)
         branch_id = self._branch_id()
         rewrite.insert_first("Via", self._via(target.flow, branch_id))
         data = rewrite.to_bytes()
@@ -358,7 +365,7 @@ class Proxy:
             if branch is None or branch.id == skip or branch.final or branch.cancelled:
                 continue
             branch.cancelled = True
-            cancel = _cancel_request(parse_datagram(branch.request))
+            cancel = cancel_for(parse_datagram(branch.request))
             transaction = NonInviteClientTransaction(
                 cancel, reliable=branch.flow.transport != "udp", now=now
             )
@@ -419,7 +426,7 @@ class Proxy:
         if upstream is None:  # our own CANCEL or BYE: nothing to pass on
             return []
         status = message.status
-        upward = _without_top_via(message)
+        upward = without_top_via(message)
         call = branch.call
         actions: list[Action] = []
         if status < 200:
@@ -551,7 +558,7 @@ class Proxy:
             fired = branch.transaction.handle_timer(now)
             actions += _sends(branch.flow, fired)
             if any(isinstance(a, Timeout) for a in fired) and branch.upstream is not None:
-                timeout = _synthetic_timeout(branch.upstream.message)
+                timeout = synthetic_timeout(branch.upstream.message)
                 actions += self._deliver(branch, timeout, now)
             self._forget_if_done(branch)
         for key, upstream in list(self._upstream.items()):
@@ -627,80 +634,3 @@ def _better(status: int, best: int) -> bool:
         return {6: 0, 4: 1, 5: 2, 3: 3}.get(code // 100, 4)
 
     return rank(status) < rank(best)
-
-
-def _strip_for_forwarding(
-    message: Message, rewrite: Rewrite, *, keep_routes: bool = False
-) -> None:
-    """Decrement Max-Forwards and drop credentials meant for us and our own Route."""
-    max_forwards = message.all("max-forwards")
-    value = (message.max_forwards or 70) - 1
-    if max_forwards:
-        rewrite.replace(max_forwards[0], str(value))
-    else:
-        rewrite.insert_first("Max-Forwards", str(value))
-    for field_ in message.all("proxy-authorization"):
-        rewrite.remove(field_)
-    if not keep_routes:
-        for route in message.all("route"):
-            rewrite.remove(route)
-
-
-def _without_top_via(message: Message) -> bytes:
-    """A response with our Via removed, for the next hop up."""
-    first = message.all("via")[0]
-    values = [v.strip() for v in first.value.split(",")]
-    rewrite = Rewrite(message)
-    if len(values) > 1:
-        rewrite.replace(first, ", ".join(values[1:]))
-    else:
-        rewrite.remove(first)
-    return rewrite.to_bytes()
-
-
-def _ack(request: Message, response_raw: bytes) -> bytes:
-    """The ACK for a 300-699 answer to our INVITE (§17.1.1.3)."""
-    answer = parse_datagram(response_raw)
-    to_value = answer.first("to") or request.first("to") or ""
-    lines = [
-        f"ACK {request.uri} SIP/2.0",
-        f"Via: {request.all('via')[0].value}",
-        "Max-Forwards: 70",
-        f"From: {request.first('from')}",
-        f"To: {to_value}",
-        f"Call-ID: {request.call_id}",
-        f"CSeq: {request.cseq.number} ACK",
-        "Content-Length: 0",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _cancel_request(request: Message) -> bytes:
-    """The CANCEL for one of our INVITE branches (§9.1): same Via, same CSeq number."""
-    lines = [
-        f"CANCEL {request.uri} SIP/2.0",
-        f"Via: {request.all('via')[0].value}",
-        "Max-Forwards: 70",
-        f"From: {request.first('from')}",
-        f"To: {request.first('to')}",
-        f"Call-ID: {request.call_id}",
-        f"CSeq: {request.cseq.number} CANCEL",
-        "Content-Length: 0",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _synthetic_timeout(request: Message) -> Message:
-    """A 408 standing in for a branch that never answered (§16.7 step 2)."""
-    via = request.all("via")[0].value
-    lines = [
-        "SIP/2.0 408 Request Timeout",
-        "Via: SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK-timeout",
-        f"Via: {via}",
-        f"From: {request.first('from')}",
-        f"To: {request.first('to')}",
-        f"Call-ID: {request.call_id}",
-        f"CSeq: {request.cseq.number} {request.cseq.method}",
-        "Content-Length: 0",
-    ]
-    return parse_datagram(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
