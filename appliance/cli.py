@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.cli_sip import add_sip_commands
 
     add_sip_commands(commands)
+
+    from appliance.cli_calls import add_call_commands
+
+    add_call_commands(commands)
     return parser
 
 

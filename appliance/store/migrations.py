@@ -2,8 +2,8 @@
 
 Migrations only ever get appended; each runs in its own transaction. The
 audit log and its checkpoints are append-only by trigger (UPDATE and DELETE
-abort; an INSERT must extend the chain), and every tenant-owned table
-carries ``tenant_id``.
+abort; an INSERT must extend the chain), so are call detail records and their
+hourly aggregates, and every tenant-owned table carries ``tenant_id``.
 """
 
 from __future__ import annotations
@@ -105,6 +105,65 @@ MIGRATIONS: tuple[str, ...] = (
         reason TEXT NOT NULL,
         since REAL NOT NULL,
         until REAL NOT NULL
+    );
+    """,
+    # 3: call detail records and their hourly aggregates (both immutable by
+    # trigger), and the calls in progress. Times are epoch seconds (REAL).
+    # cdrs_tenant_ended lets the aggregator find the calls in progress at an
+    # hour's start without rescanning a tenant's history (docs/cdrs.md).
+    """
+    CREATE TABLE cdrs (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        call_id TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('internal', 'inbound', 'outbound')),
+        trunk TEXT,
+        setup_at REAL NOT NULL,
+        ringing_at REAL,
+        answered_at REAL,
+        ended_at REAL NOT NULL,
+        disposition TEXT NOT NULL CHECK (disposition IN
+            ('answered', 'busy', 'no-answer', 'failed', 'cancelled', 'rejected-quota')),
+        hangup_by TEXT CHECK (hangup_by IN ('caller', 'callee', 'system')),
+        final_status INTEGER NOT NULL,
+        caller_transport TEXT NOT NULL,
+        callee_transport TEXT,
+        media TEXT NOT NULL CHECK (json_valid(media)),
+        identity TEXT NOT NULL CHECK (json_valid(identity)),
+        UNIQUE (tenant_id, call_id)
+    );
+    CREATE INDEX cdrs_tenant_setup ON cdrs(tenant_id, setup_at);
+    CREATE INDEX cdrs_tenant_ended ON cdrs(tenant_id, ended_at);
+    CREATE TRIGGER cdrs_no_update BEFORE UPDATE ON cdrs
+    BEGIN SELECT RAISE(ABORT, 'cdrs is append-only'); END;
+    CREATE TRIGGER cdrs_no_delete BEFORE DELETE ON cdrs
+    BEGIN SELECT RAISE(ABORT, 'cdrs is append-only'); END;
+    CREATE TABLE cdr_hourly (
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        hour_start REAL NOT NULL CHECK (hour_start = 3600 * CAST(hour_start / 3600 AS INTEGER)),
+        calls INTEGER NOT NULL CHECK (calls >= 0),
+        answered INTEGER NOT NULL CHECK (answered >= 0 AND answered <= calls),
+        billable_seconds REAL NOT NULL CHECK (billable_seconds >= 0),
+        failures TEXT NOT NULL CHECK (json_valid(failures)),
+        peak_concurrent INTEGER NOT NULL CHECK (peak_concurrent >= 0),
+        PRIMARY KEY (tenant_id, hour_start)
+    );
+    CREATE TRIGGER cdr_hourly_no_update BEFORE UPDATE ON cdr_hourly
+    BEGIN SELECT RAISE(ABORT, 'cdr_hourly is append-only'); END;
+    CREATE TRIGGER cdr_hourly_no_delete BEFORE DELETE ON cdr_hourly
+    BEGIN SELECT RAISE(ABORT, 'cdr_hourly is append-only'); END;
+    CREATE TABLE live_calls (
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        call_id TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        state TEXT NOT NULL,
+        setup_at REAL NOT NULL,
+        answered_at REAL,
+        PRIMARY KEY (tenant_id, call_id)
     );
     """,
 )
