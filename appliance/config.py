@@ -11,6 +11,7 @@ file's directory. The key reference is ``docs/config.md``.
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -116,6 +117,16 @@ class SipConfig:
     idle_timeout_seconds: int
     nonce_lifetime_seconds: int
     digest_algorithms: tuple[str, ...]
+    advertised_host: str
+    max_call_seconds: int
+
+    def advertised(self, listen: ListenAddress, fallback: str) -> str:
+        """The host phones reach a listener at (Via, Record-Route): the configured
+        advertised host, else the listener's own address, else (for a wildcard
+        listener) ``fallback``, the machine's host name."""
+        if self.advertised_host:
+            return self.advertised_host
+        return fallback if listen.host in _WILDCARDS else listen.host
 
 
 @dataclass(frozen=True)
@@ -221,7 +232,10 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         digest_algorithms=sip_r.subset(
             "digest_algorithms", DIGEST_ALGORITHMS, default=DIGEST_ALGORITHMS
         ),
+        advertised_host=sip_r.host("advertised_host"),
+        max_call_seconds=sip_r.integer("max_call_seconds", 14400, minimum=60, maximum=7 * 86400),
     )
+
     if sip.plaintext_enabled and not sip.internal_subnets:
         sip_r.problem("internal_subnets", "plaintext_enabled needs at least one internal subnet")
     if sip.min_expires > sip.max_expires:
@@ -270,6 +284,10 @@ def _join(prefix: str, key: str) -> str:
 
 _T = TypeVar("_T")
 _MISSING = object()
+_WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104 (recognised, not bound)
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 #: Replaces a string whose ``${VAR}`` failed; its problem is already recorded.
 _UNRESOLVED = object()
 
@@ -387,6 +405,19 @@ class _Reader:
             return default
         return tuple(str(v) for v in value)
 
+    def host(self, key: str) -> str:
+        """An IP address or DNS name, or "" when absent."""
+        value = self._get(key, str, "a host name or IP address")
+        if value is _MISSING:
+            return ""
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(value):
+                self.problem(key, f"not an IP address or host name: {value!r}")
+                return ""
+        return str(value)
+
     def networks(self, key: str) -> tuple[IPNetwork, ...]:
         """A list of CIDR strings (``10.0.0.0/8``, ``::1/128``); host bits are an error."""
         value = self._get(key, list, "a list of CIDR strings")
@@ -469,3 +500,5 @@ def redacted_summary(config: Config) -> Iterator[str]:
     yield f"sip.idle_timeout_seconds: {sip.idle_timeout_seconds}"
     yield f"sip.nonce_lifetime_seconds: {sip.nonce_lifetime_seconds}"
     yield f"sip.digest_algorithms: {', '.join(sip.digest_algorithms)}"
+    yield f"sip.advertised_host: {sip.advertised_host or '(the listen address)'}"
+    yield f"sip.max_call_seconds: {sip.max_call_seconds}"

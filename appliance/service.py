@@ -8,6 +8,7 @@ because ``MultiService`` ignores the Deferreds its children return.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,12 @@ from appliance.secrets import derive_key
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.digest import DigestVerifier, NonceFactory
 from appliance.sip.edge import SipEdge
+from appliance.sip.proxy import ProxyAddress
 from appliance.sip.registrar import Registrar
 from appliance.sipservice import SipService
 from appliance.store import open_directory
 from appliance.store.audit import Actor, verify_database
+from appliance.store.cdrs import list_live_calls, replace_live_calls
 from appliance.store.checkpoints import CheckpointKey, CheckpointKeyError
 from appliance.store.sipstate import data_version, load_bindings, load_blocks, load_directory
 from appliance.store.tenants import Directory
@@ -180,6 +183,11 @@ def make_service(
             "data_dir",
             details={"data_dir": str(config.data_dir), "level": "warning"},
         )
+    stale = list_live_calls(directory.db)
+    if stale:
+        # Calls that were up when the last process died: their legs are gone.
+        log.warn("{count} calls were in progress when the service last stopped", count=len(stale))
+    replace_live_calls(directory.db, [])
     store = StoreThread(reactor, directory)
     health = HealthApp(store, prepared.checkpoint_key.public_key)
     admin = TLSListener(
@@ -229,4 +237,16 @@ def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
     for block in load_blocks(directory.db, now):
         blocklist.restore(block.ip, block.since, block.until, block.reason, now=now)
     verifier = DigestVerifier(nonces, algorithms=sip.digest_algorithms)
-    return SipEdge(load_directory(directory.db), verifier, registrar, blocklist)
+    host = socket.gethostname()
+    addresses = [ProxyAddress("tls", sip.advertised(sip.tls_listen, host), sip.tls_listen.port)]
+    if sip.plaintext_enabled:
+        plain = sip.advertised(sip.plaintext_listen, host)
+        addresses += [ProxyAddress(t, plain, sip.plaintext_listen.port) for t in ("udp", "tcp")]
+    return SipEdge(
+        load_directory(directory.db),
+        verifier,
+        registrar,
+        blocklist,
+        addresses,
+        max_call_seconds=sip.max_call_seconds,
+    )

@@ -22,8 +22,18 @@ from twisted.logger import Logger
 
 from appliance.config import SipConfig
 from appliance.reactor import IApplianceReactor
-from appliance.sip.actions import Action, BindingsChanged, BlockChanged, CloseConnections, Send
+from appliance.sip.actions import (
+    Action,
+    BindingsChanged,
+    BlockChanged,
+    CallEnded,
+    CloseConnections,
+    LiveCall,
+    QuotaRefused,
+    Send,
+)
 from appliance.sip.blocklist import BlockLifted, BlockStarted
+from appliance.sip.cdr import CallDetailRecord
 from appliance.sip.directory import SipDirectory
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message
@@ -34,6 +44,12 @@ from appliance.sip.transport import (
     SipStreamProtocol,
 )
 from appliance.store.audit import Actor
+from appliance.store.cdrs import (
+    aggregate_closed_hours,
+    delete_live_call,
+    save_live_call,
+    write_cdrs,
+)
 from appliance.store.sipstate import (
     StoredBlock,
     data_version,
@@ -50,6 +66,8 @@ SYSTEM_ACTOR = Actor("system", "appliance")
 #: How often registration changes are written, and the database polled.
 FLUSH_SECONDS = 1.0
 POLL_SECONDS = 2.0
+#: How often call counters are reconciled and closed hours aggregated.
+HOUSEKEEPING_SECONDS = 60.0
 
 
 class SipService(Service):
@@ -76,6 +94,8 @@ class SipService(Service):
         self._timer: IDelayedCall | None = None
         self._pending_saved: dict[tuple[int, str], Binding] = {}
         self._pending_removed: dict[tuple[int, str], Binding] = {}
+        self._pending_cdrs: list[CallDetailRecord] = []
+        self._pending_live: dict[tuple[int, str], LiveCall] = {}
         self._data_version = known_data_version
         self._udp: SipDatagramProtocol | None = None
         self._ports: list[IListeningPort] = []
@@ -99,10 +119,12 @@ class SipService(Service):
     def connection_made(self, connection: SipStreamProtocol) -> None:
         """Track a stream so responses and later requests can use it."""
         self.connections[connection.flow.connection] = connection
+        self.edge.connection_opened(connection.flow)
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
-        """Forget a stream."""
+        """Forget a stream; calls with a leg on it end."""
         self.connections.pop(connection.flow.connection, None)
+        self._perform(self.edge.connection_closed(connection.flow, self.reactor.seconds()))
 
     def count(self, name: str) -> None:
         """Bump a transport counter."""
@@ -123,7 +145,31 @@ class SipService(Service):
                 self._queue_bindings(action, now)
             elif isinstance(action, BlockChanged):
                 self._persist_block(action.event)
+            elif isinstance(action, CallEnded):
+                self._pending_cdrs.append(action.record)
+            elif isinstance(action, LiveCall):
+                self._pending_live[(action.tenant_id, action.call_id)] = action
+            elif isinstance(action, QuotaRefused):
+                self._audit_refusal(action, now)
         self._rearm()
+
+    def _audit_refusal(self, refused: QuotaRefused, now: float) -> None:
+        self.log.warn(
+            "call {call_id} from {caller} refused: concurrent call quota of {limit} reached",
+            call_id=refused.call_id,
+            caller=refused.caller,
+            limit=refused.limit,
+        )
+        details = {"caller": refused.caller, "callee": refused.callee, "limit": refused.limit}
+        self.store.run(
+            lambda d: d.record(
+                SYSTEM_ACTOR,
+                "call.rejected_quota",
+                f"call:{refused.call_id}",
+                tenant_id=refused.tenant_id,
+                details=details,
+            )
+        ).addErrback(lambda f: self.log.failure("could not audit a quota refusal", f))
 
     def _send(self, flow: Flow, data: bytes) -> None:
         if flow.transport == "udp":
@@ -192,15 +238,44 @@ class SipService(Service):
     # -- the store ----------------------------------------------------------
 
     def flush(self) -> Deferred[None]:
-        """Write queued registration changes in one transaction."""
+        """Write queued registration changes, call records and live calls."""
         saved = list(self._pending_saved.values())
         removed = list(self._pending_removed.values())
+        records, live = self._pending_cdrs, list(self._pending_live.values())
         self._pending_saved.clear()
         self._pending_removed.clear()
-        if not saved and not removed:
+        self._pending_cdrs, self._pending_live = [], {}
+        if not (saved or removed or records or live):
             return succeed(None)
-        return self.store.run(lambda d: save_bindings(d.db, saved, removed)).addErrback(
-            lambda f: self.log.failure("could not save registrations", f)
+
+        def write(d: Directory) -> None:
+            if saved or removed:
+                save_bindings(d.db, saved, removed)
+            if records:
+                write_cdrs(d.db, records)
+            for call in live:
+                if call.state == "ended":
+                    delete_live_call(d.db, call.tenant_id, call.call_id)
+                else:
+                    save_live_call(d.db, call)
+
+        return self.store.run(write).addErrback(
+            lambda f: self.log.failure("could not save registrations or call records", f)
+        )
+
+    def housekeeping(self) -> Deferred[None]:
+        """Correct call-counter drift and aggregate the hours that have closed."""
+        drift = self.edge.proxy.admission.reconcile(self.edge.proxy.calls.values())
+        for tenant_id, (counted, actual) in drift.items():
+            self.log.warn(
+                "call counter drift for tenant {tenant_id}: counted {counted}, live {actual}",
+                tenant_id=tenant_id,
+                counted=counted,
+                actual=actual,
+            )
+        now = self.reactor.seconds()
+        return self.store.run(lambda d: aggregate_closed_hours(d.db, now)).addCallbacks(
+            lambda _: None, lambda f: self.log.failure("could not aggregate call records", f)
         )
 
     def poll(self) -> Deferred[None]:
@@ -290,7 +365,12 @@ class SipService(Service):
             self.log.info(
                 "SIP listening on sip:{address} (UDP, internal subnets only)", address=str(address)
             )
-        for interval, call in ((FLUSH_SECONDS, self.flush), (POLL_SECONDS, self.poll)):
+        loops = (
+            (FLUSH_SECONDS, self.flush),
+            (POLL_SECONDS, self.poll),
+            (HOUSEKEEPING_SECONDS, self.housekeeping),
+        )
+        for interval, call in loops:
             loop = LoopingCall(call)
             loop.clock = self.reactor
             loop.start(interval, now=False)

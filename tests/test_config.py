@@ -666,6 +666,8 @@ def test_redacted_summary_covers_every_key(tmp_path: Path) -> None:
         "sip.idle_timeout_seconds",
         "sip.nonce_lifetime_seconds",
         "sip.digest_algorithms",
+        "sip.advertised_host",
+        "sip.max_call_seconds",
     ]
 
 
@@ -720,3 +722,18 @@ def test_digest_algorithms_refused(tmp_path: Path, value: str) -> None:
     """An empty, unknown, repeated or non-list value is refused under its key."""
     text = _edit(BASE_CONFIG, "[sip]\n", f"[sip]\ndigest_algorithms = {value}\n")
     assert [key for key, _ in _problems(_instance(tmp_path, text))] == ["sip.digest_algorithms"]
+
+
+def test_advertised_host(tmp_path: Path) -> None:
+    """advertised_host names where phones reach the SIP listeners; without it a
+    specific listen address is used, and a wildcard falls back to the host name."""
+    config = load(_instance(tmp_path), {})
+    assert config.sip.advertised(config.sip.tls_listen, "box") == "127.0.0.1"
+    text = _edit(BASE_CONFIG, 'tls_listen = "127.0.0.1:5061"', 'tls_listen = "0.0.0.0:5061"')
+    wildcard = load(_instance(tmp_path, text), {})
+    assert wildcard.sip.advertised(wildcard.sip.tls_listen, "box") == "box"
+    named = _edit(text, "[sip]\n", '[sip]\nadvertised_host = "pbx.example.net"\n')
+    config = load(_instance(tmp_path, named), {})
+    assert config.sip.advertised(config.sip.tls_listen, "box") == "pbx.example.net"
+    bad = _edit(text, "[sip]\n", '[sip]\nadvertised_host = "not a host"\n')
+    assert [k for k, _ in _problems(_instance(tmp_path, bad))] == ["sip.advertised_host"]
