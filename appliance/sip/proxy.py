@@ -18,6 +18,7 @@ their call by Call-ID and tags and sent over the other leg's flow.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
 from collections.abc import Sequence
@@ -36,11 +37,12 @@ from appliance.sip.forwarding import (
     synthetic_timeout,
     without_top_via,
 )
-from appliance.sip.grammar import SipUri, parse_sip_uri
+from appliance.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_commas
 from appliance.sip.message import Message, Rewrite, parse_datagram
 from appliance.sip.registrar import Binding, Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.transaction import (
+    MAGIC_COOKIE,
     DeliverResponse,
     InviteClientTransaction,
     InviteServerTransaction,
@@ -53,6 +55,8 @@ from appliance.sip.transaction import (
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
 RING_TIMEOUT_SECONDS = 180.0
+#: How long an ended call is remembered, for late in-dialog requests (64*T1).
+REAP_AFTER_SECONDS = 32.0
 #: A call's longest life when its phones use no session timers: then it is
 #: ended with BYE on both legs, so a lost BYE cannot hold a quota slot forever.
 DEFAULT_MAX_CALL_SECONDS = 4 * 3600.0
@@ -106,6 +110,7 @@ class _Upstream:
     message: Message
     flow: Flow
     server: InviteServerTransaction | NonInviteServerTransaction
+    key: tuple[str, str, str]
     branches: list[str] = field(default_factory=list)
     best: tuple[int, bytes] | None = None
     answered: bool = False
@@ -137,14 +142,30 @@ class Proxy:
         self._upstream: dict[tuple[str, str, str], _Upstream] = {}
         self._ids = itertools.count(1)
         self._salt = secrets.token_hex(4)
+        # Deadlines, soonest first: (when, sequence, kind, key). Entries go stale
+        # when their object moves on; they are checked when they come up.
+        self._heap: list[tuple[float, int, str, object]] = []
+        self._touched: set[tuple[str, object]] = set()
 
     # -- requests -----------------------------------------------------------
 
     def request(self, message: Message, flow: Flow, now: float) -> list[Action]:
         """Handle a request the edge does not answer itself; raise SipError to answer."""
+        try:
+            return self._request(message, flow, now)
+        finally:
+            self._schedule_touched()
+
+    def _request(self, message: Message, flow: Flow, now: float) -> list[Action]:
         key = self._server_key(message)
+        if message.method == "ACK":
+            invite = self._upstream.get(self._server_key(message, method="INVITE"))
+            if invite is not None and isinstance(invite.server, InviteServerTransaction):
+                self._touched.add(("upstream", invite.key))
+                return _sends(invite.flow, invite.server.receive_ack(now))
         if key in self._upstream:
             upstream = self._upstream[key]
+            self._touched.add(("upstream", key))
             return _sends(upstream.flow, upstream.server.receive_request(message.wire, now))
         if message.method == "CANCEL":
             return self._cancel(message, flow, now)
@@ -178,9 +199,13 @@ class Proxy:
             deadline=now + self.max_call_seconds,
         )
         self.calls[call_id] = call
+        self._push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
+        self._push(call.deadline, "deadline", call_id)
         server = InviteServerTransaction(reliable=flow.transport != "udp", now=now)
-        upstream = _Upstream(message, flow, server)
-        self._upstream[self._server_key(message)] = upstream
+        key = self._server_key(message)
+        upstream = _Upstream(message, flow, server, key)
+        self._upstream[key] = upstream
+        self._touched.add(("upstream", key))
         actions: list[Action] = [_live(call)]
         server.receive_request(message.wire, now)
         trying = response(message, 100, "Trying", source=flow.remote)
@@ -305,6 +330,7 @@ class Proxy:
         )
         branch = _Branch(branch_id, binding.flow, data, transaction, call, upstream)
         self._branches[branch_id] = branch
+        self._touched.add(("branch", branch_id))
         upstream.branches.append(branch_id)
         call.branches.append(branch_id)
         return _sends(binding.flow, transaction.start(now))
@@ -326,8 +352,7 @@ class Proxy:
             raise SipError(480, "Temporarily Unavailable")
         source.cseq = max(source.cseq, message.cseq.number)
         rewrite = Rewrite(message)
-        for route in message.all("route"):
-            rewrite.remove(route)
+        self._pop_our_routes(message, rewrite)
         strip_for_forwarding(message, rewrite, keep_routes=True)
         branch_id = self._branch_id()
         rewrite.insert_first("Via", self._via(target.flow, branch_id))
@@ -338,17 +363,53 @@ class Proxy:
             actions += self._ended(call, now, status=200, hangup_by=hangup)
         if message.method == "ACK":
             return [*actions, Send(target.flow, data)]
-        transaction = NonInviteClientTransaction(
-            data, reliable=target.flow.transport != "udp", now=now
-        )
-        server = NonInviteServerTransaction(reliable=flow.transport != "udp", now=now)
+        reliable_down = target.flow.transport != "udp"
+        reliable_up = flow.transport != "udp"
+        transaction: InviteClientTransaction | NonInviteClientTransaction
+        server: InviteServerTransaction | NonInviteServerTransaction
+        if message.method == "INVITE":  # a re-INVITE: hold, codec change, refresh
+            forwarded = parse_datagram(data)
+            transaction = InviteClientTransaction(
+                data,
+                reliable=reliable_down,
+                now=now,
+                ack_for=lambda raw: ack_for_failure(forwarded, raw),
+            )
+            server = InviteServerTransaction(reliable=reliable_up, now=now)
+        else:
+            transaction = NonInviteClientTransaction(data, reliable=reliable_down, now=now)
+            server = NonInviteServerTransaction(reliable=reliable_up, now=now)
         server.receive_request(message.wire, now)
-        upstream = _Upstream(message, flow, server, [branch_id])
-        self._upstream[self._server_key(message)] = upstream
+        key = self._server_key(message)
+        upstream = _Upstream(message, flow, server, key, [branch_id])
+        self._upstream[key] = upstream
         self._branches[branch_id] = _Branch(
             branch_id, target.flow, data, transaction, None, upstream
         )
+        self._touched.update({("upstream", key), ("branch", branch_id)})
         return [*actions, *_sends(target.flow, transaction.start(now))]
+
+    def _pop_our_routes(self, message: Message, rewrite: Rewrite) -> None:
+        """Loose routing (§16.4): remove our own entries from the top of the route set,
+        keeping any that name other hops."""
+        for route_field in message.all("route"):
+            values = split_commas(route_field.value)
+            kept = list(values)
+            while kept and self._names_us(kept[0]):
+                kept.pop(0)
+            if not kept:
+                rewrite.remove(route_field)
+            elif len(kept) != len(values):
+                rewrite.replace(route_field, ", ".join(kept))
+            if kept:
+                return
+
+    def _names_us(self, route: str) -> bool:
+        try:
+            uri = _sip(parse_name_addr(route).uri)
+        except SipError:
+            return False
+        return uri is not None and self._is_us(uri)
 
     def _cancel(self, message: Message, flow: Flow, now: float) -> list[Action]:
         invite_key = self._server_key(message, method="INVITE")
@@ -370,6 +431,7 @@ class Proxy:
                 cancel, reliable=branch.flow.transport != "udp", now=now
             )
             cancel_id = f"{branch.id}-cancel"
+            self._touched.add(("branch", cancel_id))
             self._branches[cancel_id] = _Branch(
                 cancel_id, branch.flow, cancel, transaction, None, None
             )
@@ -396,35 +458,36 @@ class Proxy:
     # -- responses ----------------------------------------------------------
 
     def response(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        """A response from downstream: matched to its branch by our Via branch."""
+        """A response from downstream: matched to its branch by our Via branch and
+        the CSeq method (a CANCEL's answer shares its INVITE's branch)."""
         try:
-            top = message.vias[0]
+            branch_id = message.vias[0].branch or ""
+            method = message.cseq.method
         except (SipError, IndexError):
             return []
-        branch_id = top.branch or ""
+        if method == "CANCEL":
+            branch_id = f"{branch_id}-cancel"
         branch = self._branches.get(branch_id)
-        if branch is None and branch_id.endswith("-cancel") is False:
-            branch = (
-                self._branches.get(f"{branch_id}-cancel")
-                if message.cseq.method == "CANCEL"
-                else None
-            )
-        if branch is None:
+        if branch is None or _method(branch.request) != method:
             return []
-        transaction_actions = branch.transaction.receive_response(
-            message.status, message.wire, now
-        )
-        actions = _sends(branch.flow, transaction_actions)
-        for action in transaction_actions:
-            if isinstance(action, DeliverResponse):
-                actions += self._deliver(branch, message, now)
-        self._forget_if_done(branch)
-        return actions
+        try:
+            transaction_actions = branch.transaction.receive_response(
+                message.status, message.wire, now
+            )
+            actions = _sends(branch.flow, transaction_actions)
+            for action in transaction_actions:
+                if isinstance(action, DeliverResponse):
+                    actions += self._deliver(branch, message, now)
+            self._touched.add(("branch", branch.id))
+            return actions
+        finally:
+            self._schedule_touched()
 
     def _deliver(self, branch: _Branch, message: Message, now: float) -> list[Action]:
         upstream = branch.upstream
         if upstream is None:  # our own CANCEL or BYE: nothing to pass on
             return []
+        self._touched.add(("upstream", upstream.key))
         status = message.status
         upward = without_top_via(message)
         call = branch.call
@@ -480,16 +543,19 @@ class Proxy:
         )
         if record is None:
             return []
+        self._push(now + REAP_AFTER_SECONDS, "reap", call.call_id)
         return [CallEnded(record), _live(call)]
-
-    def _forget_if_done(self, branch: _Branch) -> None:
-        if branch.transaction.state is State.TERMINATED:
-            self._branches.pop(branch.id, None)
 
     # -- connections, timers -----------------------------------------------
 
     def flow_closed(self, flow: Flow, now: float) -> list[Action]:
         """A TLS/TCP connection closed: calls with a leg on it end now."""
+        try:
+            return self._flow_closed(flow, now)
+        finally:
+            self._schedule_touched()
+
+    def _flow_closed(self, flow: Flow, now: float) -> list[Action]:
         self.open_connections.discard(flow.connection)
         actions: list[Action] = []
         for call in list(self.calls.values()):
@@ -536,57 +602,103 @@ class Proxy:
         ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
+    def _push(self, when: float, kind: str, key: object) -> None:
+        heapq.heappush(self._heap, (when, next(self._ids), kind, key))
+
+    def _schedule_touched(self) -> None:
+        """Put the next deadline of every transaction touched since the last call
+        on the heap; forget the ones that have ended."""
+        for kind, key in self._touched:
+            if kind == "branch":
+                branch = self._branches.get(key)  # type: ignore[call-overload]
+                if branch is None:
+                    continue
+                if branch.transaction.state is State.TERMINATED:
+                    del self._branches[branch.id]
+                elif (due := branch.transaction.next_timer()) is not None:
+                    self._push(due, kind, key)
+            else:
+                upstream = self._upstream.get(key)  # type: ignore[call-overload]
+                if upstream is None:
+                    continue
+                if upstream.server.state is State.TERMINATED:
+                    del self._upstream[upstream.key]
+                elif (due := upstream.server.next_timer()) is not None:
+                    self._push(due, kind, key)
+        self._touched.clear()
+
+    def _due(self, entry: tuple[float, int, str, object]) -> bool:
+        """Whether a heap entry still stands for a deadline (lazy deletion)."""
+        when, _, kind, key = entry
+        if kind == "branch":
+            branch = self._branches.get(key)  # type: ignore[call-overload]
+            return branch is not None and branch.transaction.next_timer() == when
+        if kind == "upstream":
+            upstream = self._upstream.get(key)  # type: ignore[call-overload]
+            return upstream is not None and upstream.server.next_timer() == when
+        call = self.calls.get(str(key))
+        if call is None:
+            return False
+        if kind == "ring":
+            return call.state in ("proceeding", "ringing")
+        if kind == "deadline":
+            return call.state != "ended" and call.deadline == when
+        return kind == "reap" and call.state == "ended"
+
     def next_timer(self) -> float | None:
         """The earliest deadline of any branch, server transaction or call."""
-        deadlines = [b.transaction.next_timer() for b in self._branches.values()]
-        deadlines += [u.server.next_timer() for u in self._upstream.values()]
-        deadlines += [c.deadline for c in self.calls.values() if c.state != "ended"]
-        deadlines += [
-            c.setup_at + RING_TIMEOUT_SECONDS
-            for c in self.calls.values()
-            if c.state in ("proceeding", "ringing")
-        ]
-        return min((d for d in deadlines if d is not None), default=None)
+        while self._heap and not self._due(self._heap[0]):
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
 
     def handle_timer(self, now: float) -> list[Action]:
-        """Fire transaction timers, ring timeouts and maximum durations."""
+        """Fire transaction timers, ring timeouts and maximum durations that are due."""
         actions: list[Action] = []
-        for branch in list(self._branches.values()):
-            due = branch.transaction.next_timer()
-            if due is None or due > now:
-                continue
-            fired = branch.transaction.handle_timer(now)
-            actions += _sends(branch.flow, fired)
-            if any(isinstance(a, Timeout) for a in fired) and branch.upstream is not None:
-                timeout = synthetic_timeout(branch.upstream.message)
-                actions += self._deliver(branch, timeout, now)
-            self._forget_if_done(branch)
-        for key, upstream in list(self._upstream.items()):
-            due = upstream.server.next_timer()
-            if due is not None and due <= now:
-                actions += _sends(upstream.flow, upstream.server.handle_timer(now))
-            if upstream.server.state is State.TERMINATED:
-                del self._upstream[key]
-        for call in list(self.calls.values()):
-            if call.state == "ended":
-                if not any(u.message.call_id == call.call_id for u in self._upstream.values()):
-                    del self.calls[call.call_id]
-                continue
-            if (
-                call.state in ("proceeding", "ringing")
-                and now >= call.setup_at + RING_TIMEOUT_SECONDS
-            ):
-                for upstream in self._upstream.values():
-                    if upstream.message.call_id == call.call_id:
-                        actions += self._cancel_branches(upstream, now)
-            elif now >= call.deadline:
-                actions += self._hang_up(call, now, hangup_by="system")
+        try:
+            while self._heap and self._heap[0][0] <= now:
+                entry = heapq.heappop(self._heap)
+                if self._due(entry):
+                    actions += self._fire(entry[2], entry[3], now)
+        finally:
+            self._schedule_touched()
         return actions
 
+    def _fire(self, kind: str, key: object, now: float) -> list[Action]:
+        if kind == "branch":
+            branch = self._branches[key]  # type: ignore[index]
+            self._touched.add(("branch", key))
+            fired = branch.transaction.handle_timer(now)
+            actions = _sends(branch.flow, fired)
+            pending = branch.upstream if not branch.final else None
+            if pending is not None and any(isinstance(a, Timeout) for a in fired):
+                actions += self._deliver(branch, synthetic_timeout(pending.message), now)
+            return actions
+        if kind == "upstream":
+            upstream = self._upstream[key]  # type: ignore[index]
+            self._touched.add(("upstream", key))
+            return _sends(upstream.flow, upstream.server.handle_timer(now))
+        call = self.calls[str(key)]
+        if kind == "ring":  # Timer C: stop ringing
+            return [
+                action
+                for upstream in self._upstream.values()
+                if upstream.message.call_id == call.call_id and upstream.message.method == "INVITE"
+                for action in self._cancel_branches(upstream, now)
+            ]
+        if kind == "deadline":
+            return self._hang_up(call, now, hangup_by="system")
+        del self.calls[call.call_id]  # reap: retransmissions of its BYE have had their time
+        return []
+
     def _server_key(self, message: Message, method: str | None = None) -> tuple[str, str, str]:
+        """§17.2.3 matching: branch, sent-by and method; for an RFC 2543 peer with no
+        magic cookie, Call-ID, CSeq number and From tag stand in for the branch."""
         top = message.vias[0]
         sent_by = f"{top.host}:{top.port or 5060}".lower()
-        return ((top.branch or "").lower(), sent_by, method or message.method)
+        branch = (top.branch or "").lower()
+        if not branch.startswith(MAGIC_COOKIE.lower()):
+            branch = f"2543|{message.call_id}|{message.cseq.number}|{message.from_.tag}"
+        return (branch, sent_by, method or message.method)
 
 
 class _QuotaError(SipError):
@@ -634,3 +746,8 @@ def _better(status: int, best: int) -> bool:
         return {6: 0, 4: 1, 5: 2, 3: 3}.get(code // 100, 4)
 
     return rank(status) < rank(best)
+
+
+def _method(request: bytes) -> str:
+    """The method of a request we built or forwarded (its first word)."""
+    return request.split(b" ", 1)[0].decode("latin-1")

@@ -326,3 +326,63 @@ def test_reconciliation_corrects_drift() -> None:
     drift = edge.proxy.admission.reconcile(edge.proxy.calls.values())
     assert drift == {1: (2, 1)} and edge.proxy.admission.count(1) == 1
     assert [a for a in _dial(edge, bob, "1001") if isinstance(a, LiveCall)]
+
+
+def test_reinvite_and_the_cancel_answer_do_not_confuse_branches() -> None:
+    """A re-INVITE from the callee reaches the caller over the caller's own connection
+    and its 200 comes back; the 200 answering our CANCEL on a forked branch is not
+    taken for that branch's INVITE answer."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    desk_invite = _only(actions, desk.flow)
+    assert _only(actions, mobile.flow).method == "INVITE"
+    answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
+    answer = _only(answered, alice.flow)
+    cancel = _only(answered, mobile.flow)
+    assert _to(_send(edge, mobile, mobile.client.answer(cancel, 200, "OK")), alice.flow) == []
+    assert edge.proxy.calls[answer.call_id].state == "answered"
+    # The callee's re-INVITE: its From is the dialog's To (tag "desk"), and back.
+    caller_side, callee_side = (
+        (answer.first("from") or "").encode(),
+        (answer.first("to") or "").encode(),
+    )
+    reinvite = (
+        desk.client.in_dialog("INVITE", answer)
+        .replace(caller_side, b"PLACEHOLDER")
+        .replace(callee_side, caller_side)
+        .replace(b"PLACEHOLDER", callee_side)
+    )
+    forwarded = _only(_send(edge, desk, reinvite), alice.flow)
+    assert forwarded.method == "INVITE" and forwarded.to.tag == alice.client.from_tag
+    back = _only(_send(edge, alice, alice.client.answer(forwarded, 200, "OK")), desk.flow)
+    assert back.status == 200 and back.cseq.method == "INVITE"
+
+
+def test_ack_for_a_failure_is_absorbed() -> None:
+    """The caller's ACK for a 486 we passed up ends our INVITE server transaction and
+    goes nowhere else."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    busy = _only(_send(edge, bob, bob.client.answer(invite, 486, "Busy Here")), alice.flow)
+    ack = (
+        _last_invite(edge).replace(b"INVITE sip", b"ACK sip").replace(b" INVITE\r\n", b" ACK\r\n")
+    )
+    ack = ack.replace(b"To: <sip:1002@acme.example>", f"To: {busy.first('to')}".encode())
+    assert _send(edge, alice, ack) == []
+
+
+def test_ring_timeout_cancels_once_and_the_timer_moves_on() -> None:
+    """Timer C cancels the ringing branches once; the next deadline is in the future,
+    so the service never spins on an expired timer."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(edge, bob, bob.client.answer(invite, 180, "Ringing"))
+    actions = edge.handle_timer(NOW + 180)
+    assert [m.method for m in _to(actions, bob.flow)] == ["CANCEL"]
+    due = edge.next_timer()
+    assert due is not None and due > NOW + 180
+    assert _to(edge.handle_timer(NOW + 180), bob.flow) == []
