@@ -1,4 +1,5 @@
-"""Real SIP peers for the integration tests: baresip, sipp and sipvicious
+"""Real SIP peers for the integration tests: baresip (registering, and placing
+and answering calls through its ``ctrl_tcp`` interface), sipp and sipvicious
 driven as separate processes, a UDP relay that lets a peer which cannot bind
 a source address speak from another loopback address, and readers for what
 the appliance stores and prints.
@@ -10,6 +11,9 @@ source, so a peer's headers cannot redirect it elsewhere).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import re
 import select
 import shutil
@@ -18,10 +22,11 @@ import sqlite3
 import subprocess
 import threading
 import time
+import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tests.integration.conftest import DEADLINE_SECONDS, telemancer
 
@@ -158,6 +163,80 @@ def stored_registrations(config: Path) -> list[StoredRegistration]:
     ]
 
 
+def _read_only(config: Path, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query against a dev instance's database, opened read-only."""
+    database = config.parent / "telemancer.sqlite3"
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, tuple(params)).fetchall()
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class StoredCdr:
+    """One row of the ``cdrs`` table (a call detail record), as the service wrote it."""
+
+    call_id: str
+    caller: str
+    callee: str
+    direction: str
+    setup_at: float
+    ringing_at: float | None
+    answered_at: float | None
+    ended_at: float
+    disposition: str
+    hangup_by: str | None
+    final_status: int
+    caller_transport: str
+    callee_transport: str | None
+
+
+def stored_cdrs(config: Path, domain: str) -> list[StoredCdr]:
+    """The call detail records of the tenant serving ``domain``, oldest first."""
+    rows = _read_only(
+        config,
+        "SELECT c.call_id, c.caller, c.callee, c.direction, c.setup_at, c.ringing_at,"
+        " c.answered_at, c.ended_at, c.disposition, c.hangup_by, c.final_status,"
+        " c.caller_transport, c.callee_transport"
+        " FROM cdrs AS c JOIN tenants AS t ON t.id = c.tenant_id"
+        " WHERE t.domain = ? ORDER BY c.id",
+        (domain,),
+    )
+    return [StoredCdr(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class StoredLiveCall:
+    """One row of the ``live_calls`` table (a call in progress)."""
+
+    domain: str
+    call_id: str
+    caller: str
+    callee: str
+    state: str
+    answered_at: float | None
+
+
+def stored_live_calls(config: Path) -> list[StoredLiveCall]:
+    """The ``live_calls`` table, every tenant's, by setup time."""
+    rows = _read_only(
+        config,
+        "SELECT t.domain, l.call_id, l.caller, l.callee, l.state, l.answered_at"
+        " FROM live_calls AS l JOIN tenants AS t ON t.id = l.tenant_id"
+        " ORDER BY l.setup_at",
+    )
+    return [StoredLiveCall(*row) for row in rows]
+
+
+def audit_records(config: Path, action: str) -> list[dict[str, Any]]:
+    """The audit records with ``action``, from ``telemancer audit export``."""
+    result = telemancer("--config", str(config), "audit", "export")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return [r for r in records if r["action"] == action]
+
+
 # -- a process whose output is read as it comes ------------------------------
 
 
@@ -250,16 +329,18 @@ def baresip(
     ca: Path,
     regint: int,
     env: dict[str, str],
+    calls: BaresipCalls | None = None,
 ) -> PeerProcess:
     """Start baresip 1.0 registering ``aor`` over TLS through 127.0.0.1:``proxy_port``.
 
-    No UI, audio or media modules: only ``account.so`` (which reads the accounts
-    file). ``-s`` traces every SIP message to stdout. DNS, were it ever needed,
-    goes to a closed loopback port, so nothing leaves 127.0.0.0/8.
+    Without ``calls``: no UI, audio or media modules, only ``account.so`` (which
+    reads the accounts file). With ``calls`` it can place and answer calls (see
+    :class:`BaresipCalls`). ``-s`` traces every SIP message to stdout. DNS, were
+    it ever needed, goes to a closed loopback port, so nothing leaves 127.0.0.0/8.
     """
     directory.mkdir(parents=True, exist_ok=True)
     listen = free_sip_listen_port()
-    (directory / "config").write_text(
+    config = (
         "poll_method\t\tepoll\n"
         f"sip_listen\t\t127.0.0.1:{listen}\n"
         f"sip_cafile\t\t{ca}\n"
@@ -268,13 +349,160 @@ def baresip(
         "module_path\t\t/usr/lib/baresip/modules\n"
         "module_tmp\t\taccount.so\n"
     )
-    (directory / "accounts").write_text(
+    account = (
         f"<sip:{aor};transport=tls>;auth_pass={password}"
-        f';outbound="sip:127.0.0.1:{proxy_port};transport=tls";regint={regint}\n'
+        f';outbound="sip:127.0.0.1:{proxy_port};transport=tls";regint={regint}'
     )
+    if calls is not None:
+        config += calls.config_lines()
+        account += f";answermode={calls.answermode}"
+    (directory / "config").write_text(config)
+    (directory / "accounts").write_text(account + "\n")
     return PeerProcess(
         [peer_program("baresip"), "-f", str(directory), "-s"], env=env, cwd=directory
     )
+
+
+@dataclass(frozen=True)
+class BaresipCalls:
+    """What baresip 1.0 needs to place and answer calls with no sound hardware.
+
+    Audio is read from ``audio_file`` (a WAV, ``aufile``) and played into an
+    ``aubridge`` device that nothing listens to; codecs are G.711 only. aufile
+    ends the call when the file ends ("menu: audio error (0,end of file)"), so
+    the file must outlast the call (:func:`write_wav`). ``menu`` provides the
+    ``dial`` and ``hangup`` commands, ``ctrl_tcp`` takes them as JSON on
+    127.0.0.1:``control_port`` and reports call events
+    (:class:`BaresipControl`). ``answermode`` is the account's: ``auto``
+    answers every incoming call at once, ``manual`` lets it ring.
+    """
+
+    control_port: int
+    audio_file: Path
+    answermode: str = "manual"
+
+    def config_lines(self) -> str:
+        """The config file lines for calls."""
+        return (
+            f"audio_source\t\taufile,{self.audio_file}\n"
+            "audio_player\t\taubridge,sink\n"
+            "audio_alert\t\taubridge,alert\n"
+            "module\t\t\tg711.so\n"
+            "module\t\t\taufile.so\n"
+            "module\t\t\taubridge.so\n"
+            "module_app\t\tmenu.so\n"
+            "module_app\t\tctrl_tcp.so\n"
+            f"ctrl_tcp_listen\t\t127.0.0.1:{self.control_port}\n"
+        )
+
+
+def write_wav(path: Path, seconds: float) -> Path:
+    """A mono 8 kHz 16-bit WAV of ``seconds`` of a 500 Hz square wave, for baresip's aufile."""
+    high, low = (
+        (3000).to_bytes(2, "little", signed=True),
+        (-3000).to_bytes(2, "little", signed=True),
+    )
+    period = high * 8 + low * 8  # 500 Hz at 8 kHz: 16 samples per period
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(period * int(seconds * 500))
+    return path
+
+
+class BaresipControl:
+    """A client of baresip's ``ctrl_tcp`` module: commands and events, each a JSON
+    object in a netstring. Events (``CALL_INCOMING``, ``CALL_ESTABLISHED``,
+    ``CALL_CLOSED``, ...) are collected on a thread as they come."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = poll_until(lambda: _connect(port), f"baresip's ctrl_tcp on port {port}")
+        self.events: list[dict[str, Any]] = []
+        self._responses: dict[str, dict[str, Any]] = {}
+        self._closed = False
+        self._tokens = itertools.count(1)
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buffer += chunk
+            while True:
+                length, colon, rest = buffer.partition(b":")
+                if not colon or len(rest) < int(length) + 1:
+                    break
+                payload, buffer = rest[: int(length)], rest[int(length) + 1 :]
+                message: dict[str, Any] = json.loads(payload)
+                with self._changed:
+                    if message.get("event"):
+                        self.events.append(message)
+                    elif message.get("response"):
+                        self._responses[str(message.get("token"))] = message
+                    self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _wait(self, check: Callable[[], _T | None], what: str) -> _T:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        with self._changed:
+            while True:
+                result = check()
+                if result is not None:
+                    return result
+                left = deadline - time.monotonic()
+                if self._closed or left <= 0:
+                    ended = "closed" if self._closed else f"timed out after {DEADLINE_SECONDS}s"
+                    raise AssertionError(
+                        f"baresip's ctrl_tcp {ended} before {what}; events: {self.event_types()}"
+                    )
+                self._changed.wait(left)
+
+    def command(self, command: str, params: str = "") -> dict[str, Any]:
+        """Run a command (``dial``, ``hangup``, ...); its answer, which must be ok."""
+        token = f"test-{next(self._tokens)}"
+        payload = json.dumps({"command": command, "params": params, "token": token}).encode()
+        self.sock.sendall(str(len(payload)).encode() + b":" + payload + b",")
+        answer = self._wait(lambda: self._responses.get(token), f"the answer to {command!r}")
+        assert answer.get("ok") is True, answer
+        return answer
+
+    def wait_for_event(self, kind: str) -> dict[str, Any]:
+        """The first event of type ``kind`` (waiting for it if need be)."""
+        return self._wait(
+            lambda: next((e for e in self.events if e.get("type") == kind), None),
+            f"a {kind} event",
+        )
+
+    def event_types(self) -> list[str]:
+        """The types of the events so far, in order (``CALL_RTCP`` left out: periodic)."""
+        return [str(e.get("type")) for e in self.events if e.get("type") != "CALL_RTCP"]
+
+    def close(self) -> None:
+        """Close the connection and let the reader thread end."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._reader.join(timeout=DEADLINE_SECONDS)
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(
+            ("127.0.0.1", port), timeout=DEADLINE_SECONDS, source_address=("127.0.0.1", 0)
+        )
+    except ConnectionRefusedError:
+        return None
 
 
 # -- sipp ---------------------------------------------------------------------
