@@ -68,6 +68,8 @@ FLUSH_SECONDS = 1.0
 POLL_SECONDS = 2.0
 #: How often call counters are reconciled and closed hours aggregated.
 HOUSEKEEPING_SECONDS = 60.0
+#: At most one quota-refusal audit record per tenant in this many seconds.
+REFUSAL_AUDIT_SECONDS = 60.0
 
 
 class SipService(Service):
@@ -96,6 +98,7 @@ class SipService(Service):
         self._pending_removed: dict[tuple[int, str], Binding] = {}
         self._pending_cdrs: list[CallDetailRecord] = []
         self._pending_live: dict[tuple[int, str], LiveCall] = {}
+        self._refusal_audit: dict[int, tuple[float, int]] = {}
         self._data_version = known_data_version
         self._udp: SipDatagramProtocol | None = None
         self._ports: list[IListeningPort] = []
@@ -154,13 +157,26 @@ class SipService(Service):
         self._rearm()
 
     def _audit_refusal(self, refused: QuotaRefused, now: float) -> None:
+        """Audit quota refusals, at most one record per tenant a minute (with the
+        number of refusals it stands for), so a phone redialling at its quota
+        cannot flood the audit log."""
         self.log.warn(
             "call {call_id} from {caller} refused: concurrent call quota of {limit} reached",
             call_id=refused.call_id,
             caller=refused.caller,
             limit=refused.limit,
         )
-        details = {"caller": refused.caller, "callee": refused.callee, "limit": refused.limit}
+        last, suppressed = self._refusal_audit.get(refused.tenant_id, (float("-inf"), 0))
+        if now - last < REFUSAL_AUDIT_SECONDS:
+            self._refusal_audit[refused.tenant_id] = (last, suppressed + 1)
+            return
+        self._refusal_audit[refused.tenant_id] = (now, 0)
+        details = {
+            "caller": refused.caller,
+            "callee": refused.callee,
+            "limit": refused.limit,
+            "refused_since_last_record": suppressed + 1,
+        }
         self.store.run(
             lambda d: d.record(
                 SYSTEM_ACTOR,

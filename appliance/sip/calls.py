@@ -89,6 +89,8 @@ class Call:
     final_status: int = 0
     trunk: str | None = None
     branches: list[str] = field(default_factory=list)
+    #: Who cancelled it before it was answered (the caller's CANCEL, or our Timer C).
+    cancelled_by: HangupBy | None = None
 
     def end(
         self,

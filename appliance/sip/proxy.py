@@ -417,6 +417,9 @@ class Proxy:
         if upstream is None:
             raise SipError(481, "Call/Transaction Does Not Exist")
         actions: list[Action] = [Send(flow, response(message, 200, "OK", source=flow.remote))]
+        call = self.calls.get(message.call_id)
+        if call is not None and call.state != "ended":
+            call.cancelled_by = "caller"
         return actions + self._cancel_branches(upstream, now)
 
     def _cancel_branches(self, upstream: _Upstream, now: float, skip: str = "") -> list[Action]:
@@ -527,7 +530,7 @@ class Proxy:
             return actions
         best_status, best = upstream.best
         if call is not None:
-            actions += self._ended(call, now, status=best_status, hangup_by=None)
+            actions += self._ended(call, now, status=best_status, hangup_by=call.cancelled_by)
         return actions + _sends(
             upstream.flow, upstream.server.send_response(best_status, best, now)
         )
@@ -679,6 +682,7 @@ class Proxy:
             return _sends(upstream.flow, upstream.server.handle_timer(now))
         call = self.calls[str(key)]
         if kind == "ring":  # Timer C: stop ringing
+            call.cancelled_by = "system"
             return [
                 action
                 for upstream in self._upstream.values()

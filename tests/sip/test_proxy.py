@@ -183,6 +183,7 @@ def test_cancel_from_the_caller() -> None:
     assert _only(terminated, alice.flow).status == 487
     (ended,) = _records(terminated)
     assert ended.record.disposition == "cancelled" and edge.proxy.admission.count(1) == 0
+    assert ended.record.hangup_by == "caller"
 
 
 def _last_invite(edge: SipEdge) -> bytes:
