@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.cli_calls import add_call_commands
 
     add_call_commands(commands)
+
+    from appliance.cli_trunks import add_trunk_commands
+
+    add_trunk_commands(commands)
     return parser
 
 

@@ -166,6 +166,76 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tenant_id, call_id)
     );
     """,
+    # 4: trunks to carriers (password sealed, docs/trunks.md), DIDs, dial-plan
+    # routes, trunk health, and each tenant's number settings. The composite
+    # foreign keys make the database itself refuse a route to another tenant's
+    # trunk or a DID on another tenant's extension.
+    """
+    ALTER TABLE tenants ADD COLUMN country_code TEXT NOT NULL DEFAULT ''
+        CHECK (length(country_code) <= 3 AND country_code NOT GLOB '*[^0-9]*');
+    ALTER TABLE tenants ADD COLUMN national_prefix TEXT NOT NULL DEFAULT '0'
+        CHECK (length(national_prefix) <= 4 AND national_prefix NOT GLOB '*[^0-9]*');
+    ALTER TABLE tenants ADD COLUMN international_prefix TEXT NOT NULL DEFAULT '00'
+        CHECK (length(international_prefix) <= 4 AND international_prefix NOT GLOB '*[^0-9]*');
+    CREATE UNIQUE INDEX extensions_tenant_id ON extensions(tenant_id, id);
+    CREATE TABLE trunks (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        port INTEGER CHECK (port IS NULL OR port BETWEEN 1 AND 65535),
+        transport TEXT NOT NULL DEFAULT 'tls' CHECK (transport IN ('tls', 'tcp', 'udp')),
+        username TEXT,
+        password_sealed TEXT,
+        caller_id_mode TEXT NOT NULL DEFAULT 'pass' CHECK (caller_id_mode IN ('pass', 'fixed')),
+        caller_id TEXT,
+        tls_domain TEXT,
+        ca_bundle TEXT,
+        fingerprint TEXT CHECK (fingerprint IS NULL OR length(fingerprint) = 64),
+        enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+        inbound_networks TEXT NOT NULL DEFAULT '[]'
+            CHECK (json_valid(inbound_networks) AND json_type(inbound_networks) = 'array'),
+        inbound_fingerprint TEXT
+            CHECK (inbound_fingerprint IS NULL OR length(inbound_fingerprint) = 64),
+        created_at TEXT NOT NULL,
+        CHECK ((username IS NULL) = (password_sealed IS NULL)),
+        CHECK ((caller_id_mode = 'fixed') = (caller_id IS NOT NULL)),
+        UNIQUE (tenant_id, name),
+        UNIQUE (tenant_id, id)
+    );
+    CREATE TABLE dids (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        number TEXT NOT NULL UNIQUE,
+        extension_id INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        FOREIGN KEY (tenant_id, extension_id) REFERENCES extensions(tenant_id, id)
+    );
+    CREATE INDEX dids_tenant ON dids(tenant_id);
+    CREATE TABLE routes (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        position INTEGER NOT NULL CHECK (position >= 1),
+        prefix TEXT NOT NULL,
+        trunk_id INTEGER NOT NULL,
+        strip INTEGER NOT NULL DEFAULT 0 CHECK (strip >= 0),
+        prepend TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        UNIQUE (tenant_id, position),
+        FOREIGN KEY (tenant_id, trunk_id) REFERENCES trunks(tenant_id, id)
+    );
+    CREATE TABLE trunk_health (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL,
+        trunk_id INTEGER NOT NULL,
+        at REAL NOT NULL,
+        up INTEGER NOT NULL CHECK (up IN (0, 1)),
+        status INTEGER CHECK (status IS NULL OR status BETWEEN 100 AND 699),
+        rtt REAL CHECK (rtt IS NULL OR rtt >= 0),
+        FOREIGN KEY (tenant_id, trunk_id) REFERENCES trunks(tenant_id, id) ON DELETE CASCADE
+    );
+    CREATE INDEX trunk_health_trunk_at ON trunk_health(trunk_id, at);
+    """,
 )
 
 

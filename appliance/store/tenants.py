@@ -23,6 +23,7 @@ from appliance.store.database import write_transaction
 
 if TYPE_CHECKING:
     from appliance.store.extensions import ExtensionRepository
+    from appliance.store.trunks import TrunkRepository
 
 TenantRole = Literal["admin", "read-only"]
 TENANT_ROLES: tuple[TenantRole, ...] = ("admin", "read-only")
@@ -65,6 +66,10 @@ class Tenant:
     max_concurrent_calls: int
     status: str
     created_at: str
+    # Number settings (migration 4; docs/trunks.md): how dialled numbers become E.164.
+    country_code: str = ""
+    national_prefix: str = "0"
+    international_prefix: str = "00"
 
 
 @dataclass(frozen=True)
@@ -260,6 +265,16 @@ class TenantScope:
         from appliance.store.extensions import ExtensionRepository
 
         return ExtensionRepository(self)
+
+    def trunks(self, sealing_key: bytes) -> TrunkRepository:
+        """This tenant's trunks, DIDs, routes and number settings.
+
+        ``sealing_key`` seals and unseals carrier passwords
+        (:func:`appliance.store.trunks.sealing_key`).
+        """
+        from appliance.store.trunks import TrunkRepository
+
+        return TrunkRepository(self, sealing_key)
 
     def add_user(self, actor: Actor, username: str, role: str, password_hash: str) -> User:
         """Create a user of this tenant (audited)."""
