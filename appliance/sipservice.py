@@ -99,6 +99,7 @@ class SipService(Service):
         self._pending_cdrs: list[CallDetailRecord] = []
         self._pending_live: dict[tuple[int, str], LiveCall] = {}
         self._refusal_audit: dict[int, tuple[float, int]] = {}
+        self._carrier_queue: dict[str, list[bytes]] = {}
         self._data_version = known_data_version
         self._udp: SipDatagramProtocol | None = None
         self._ports: list[IListeningPort] = []
@@ -123,6 +124,16 @@ class SipService(Service):
         """Track a stream so responses and later requests can use it."""
         self.connections[connection.flow.connection] = connection
         self.edge.connection_opened(connection.flow)
+
+    def connection_certified(self, connection: SipStreamProtocol, fingerprint: str) -> None:
+        """A TLS client presented a certificate: carriers are identified by it."""
+        self.edge.connection_certified(connection.flow, fingerprint)
+
+    def carrier_ready(self, connection: SipStreamProtocol) -> None:
+        """An outbound carrier connection passed verification: send what waited."""
+        self.connections[connection.flow.connection] = connection
+        for data in self._carrier_queue.pop(connection.flow.connection, []):
+            connection.send(data)
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         """Forget a stream; calls with a leg on it end."""

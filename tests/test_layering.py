@@ -13,7 +13,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORES = ("appliance.sip", "appliance.media", "appliance.identity")
-ADAPTERS = frozenset({"appliance.sip.transport", "appliance.sip.dns", "appliance.media.udp"})
+ADAPTERS = frozenset(
+    {
+        "appliance.sip.transport",
+        "appliance.sip.dns",
+        "appliance.sip.outbound",
+        "appliance.media.udp",
+    }
+)
 FORBIDDEN = ("twisted", "socket", "time", "asyncio", "sqlite3", "sqlite_utils", "select")
 
 

@@ -104,6 +104,10 @@ class SipEdge:
         """A TLS/TCP connection is up: requests may be sent over it."""
         self.proxy.open_connections.add(flow.connection)
 
+    def connection_certified(self, flow: Flow, fingerprint: str) -> None:
+        """A TLS peer's certificate (SHA-256): carriers are identified by it."""
+        self.proxy.certificates[flow.connection] = fingerprint
+
     def connection_closed(self, flow: Flow, now: float) -> list[Action]:
         """A TLS/TCP connection is gone: calls with a leg on it end."""
         return self.proxy.flow_closed(flow, now)

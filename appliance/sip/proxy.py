@@ -138,6 +138,8 @@ class Proxy:
         self.admission = Admission()
         self.calls: dict[str, Call] = {}
         self.open_connections: set[str] = set()
+        #: Client-certificate fingerprints by connection, for identifying carriers.
+        self.certificates: dict[str, str] = {}
         self._branches: dict[str, _Branch] = {}
         self._upstream: dict[tuple[str, str, str], _Upstream] = {}
         self._ids = itertools.count(1)
@@ -560,6 +562,7 @@ class Proxy:
 
     def _flow_closed(self, flow: Flow, now: float) -> list[Action]:
         self.open_connections.discard(flow.connection)
+        self.certificates.pop(flow.connection, None)
         actions: list[Action] = []
         for call in list(self.calls.values()):
             legs = [call.caller_leg, call.callee_leg]

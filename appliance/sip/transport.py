@@ -51,6 +51,12 @@ class SipHandler(Protocol):
     def connection_made(self, connection: SipStreamProtocol) -> None:
         """A stream connection opened (and passed the source checks)."""
 
+    def connection_certified(self, connection: SipStreamProtocol, fingerprint: str) -> None:
+        """A TLS peer presented a certificate (SHA-256 of it, lower-case hex)."""
+
+    def carrier_ready(self, connection: SipStreamProtocol) -> None:
+        """An outbound connection to a carrier is verified and may carry requests."""
+
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         """A stream connection closed."""
 
@@ -98,11 +104,12 @@ class SipStreamProtocol(TwistedProtocol, TimeoutMixin):
 
     log = Logger()
 
-    def __init__(self, factory: SipStreamFactory, remote: tuple[str, int]) -> None:
+    def __init__(
+        self, factory: SipStreamFactory, remote: tuple[str, int], connection: str | None = None
+    ) -> None:
         self.factory = factory
-        self.flow = Flow(
-            factory.transport_name, remote, f"{factory.transport_name}-{next(_connection_ids)}"
-        )
+        name = factory.transport_name
+        self.flow = Flow(name, remote, connection or f"{name}-{next(_connection_ids)}")
         self._framer = StreamFramer()
         self.client_certificate: str | None = None
 
@@ -124,6 +131,7 @@ class SipStreamProtocol(TwistedProtocol, TimeoutMixin):
                 subject=certificate.get_subject().CN or "",
                 fingerprint=self.client_certificate,
             )
+            self.factory.handler.connection_certified(self, self.client_certificate)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted's name)
         """Frame the bytes and hand over each complete message."""
