@@ -42,6 +42,7 @@ from appliance.store.checkpoints import CheckpointKey, CheckpointKeyError
 from appliance.store.sipstate import data_version, load_bindings, load_blocks, load_directory
 from appliance.store.tenants import Directory
 from appliance.store.thread import StoreThread
+from appliance.store.trunks import sealing_key
 
 SYSTEM_ACTOR = Actor("system", "appliance")
 log = Logger()
@@ -196,6 +197,7 @@ def make_service(
     sip = SipService(
         reactor,
         config.sip,
+        sealing_key(config),
         _sip_edge(config, directory, reactor.seconds()),
         store,
         prepared.sip_tls_options,
@@ -243,7 +245,7 @@ def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
         plain = sip.advertised(sip.plaintext_listen, host)
         addresses += [ProxyAddress(t, plain, sip.plaintext_listen.port) for t in ("udp", "tcp")]
     return SipEdge(
-        load_directory(directory.db),
+        load_directory(directory.db, sealing_key(config)),
         verifier,
         registrar,
         blocklist,

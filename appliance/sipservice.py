@@ -81,6 +81,7 @@ class SipService(Service):
         self,
         reactor: IApplianceReactor,
         config: SipConfig,
+        sealing_key: bytes,
         edge: SipEdge,
         store: StoreRunner,
         tls_options: ssl.CertificateOptions,
@@ -88,6 +89,7 @@ class SipService(Service):
     ) -> None:
         self.reactor = reactor
         self.config = config
+        self._sealing_key = sealing_key
         self.edge = edge
         self.store = store
         self.tls_options = tls_options
@@ -314,7 +316,7 @@ class SipService(Service):
             version = data_version(d.db)
             if version == self._data_version:
                 return None
-            return version, load_directory(d.db), load_blocks(d.db, started)
+            return version, load_directory(d.db, self._sealing_key), load_blocks(d.db, started)
 
         def apply(result: tuple[int, SipDirectory, list[StoredBlock]] | None) -> None:
             if result is None:

@@ -17,6 +17,7 @@ from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.registrar import Binding, Flow
 from appliance.store.audit import Actor, AuditLog
 from appliance.store.database import write_transaction
+from appliance.store.trunks import load_dids, load_number_settings, load_routes, load_trunks
 
 
 def data_version(db: sqlite_utils.Database) -> int:
@@ -24,8 +25,9 @@ def data_version(db: sqlite_utils.Database) -> int:
     return int(db.conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def load_directory(db: sqlite_utils.Database) -> SipDirectory:
-    """Every tenant and extension, for the SIP core."""
+def load_directory(db: sqlite_utils.Database, sealing_key: bytes) -> SipDirectory:
+    """Every tenant, extension, trunk, DID, route and numbering, for the SIP core
+    (carrier passwords unsealed with ``sealing_key``)."""
     tenants = [
         TenantEntry(
             r["id"], r["domain"], r["status"], r["max_extensions"], r["max_concurrent_calls"]
@@ -41,7 +43,14 @@ def load_directory(db: sqlite_utils.Database) -> SipDirectory:
         )
         for r in db.table("extensions").rows
     ]
-    return SipDirectory(tenants, extensions)
+    return SipDirectory(
+        tenants,
+        extensions,
+        trunks=load_trunks(db, sealing_key),
+        dids=load_dids(db),
+        routes=load_routes(db),
+        numbering=load_number_settings(db),
+    )
 
 
 def save_bindings(db: sqlite_utils.Database, saved: list[Binding], removed: list[Binding]) -> None:

@@ -147,7 +147,7 @@ def test_load_directory_holds_every_tenant_and_extension(
 ) -> None:
     """The SIP directory has each tenant's quotas and each extension's HA1 by algorithm."""
     a200, _, b200 = phones
-    sip = load_directory(directory.db)
+    sip = load_directory(directory.db, b"k" * 32)
     assert sip.domains() == ["acme.example", "bravo.example"]
     bravo = sip.tenant("BRAVO.example")
     assert bravo is not None
