@@ -3,6 +3,9 @@ it forwards, by splicing bytes (:class:`~appliance.sip.message.Rewrite`)."""
 
 from __future__ import annotations
 
+import secrets
+
+from appliance.sip import digest
 from appliance.sip.message import Message, Rewrite, parse_datagram
 
 
@@ -79,3 +82,62 @@ def synthetic_timeout(request: Message) -> Message:
         "Content-Length: 0",
     ]
     return parse_datagram(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+def with_credentials(
+    request: Message, challenge: Message, credentials: tuple[str, str], branch: str
+) -> bytes | None:
+    """``request`` again, answering a carrier's 401/407 ``challenge`` with Digest
+    (SHA-256 or MD5, qop=auth), on a new ``branch`` and the next CSeq; None when
+    no challenge offers something we can answer."""
+    header, answer = (
+        ("www-authenticate", "Authorization")
+        if challenge.status == 401
+        else ("proxy-authenticate", "Proxy-Authorization")
+    )
+    for field_ in challenge.all(header):
+        try:
+            offer = digest.parse_credentials(field_.value)
+        except digest.DigestParseError:
+            continue
+        if not isinstance(offer, digest.Credentials):
+            continue
+        params = offer.params
+        algorithm = params.get("algorithm", digest.MD5).upper()
+        qops = {q.strip().lower() for q in params.get("qop", "").split(",")}
+        if algorithm not in digest.ALGORITHMS or "auth" not in qops or "nonce" not in params:
+            continue
+        username, password = credentials
+        realm, nonce = params.get("realm", ""), params["nonce"]
+        cnonce, nc = secrets.token_hex(8), "00000001"
+        ha1 = digest.ha1(algorithm, username, realm, password)
+        value = (
+            f'Digest username="{_quoted(username)}", realm="{_quoted(realm)}",'
+            f' nonce="{_quoted(nonce)}", uri="{request.uri}", response="'
+            + digest.response(
+                algorithm,
+                ha1,
+                nonce=nonce,
+                nc=nc,
+                cnonce=cnonce,
+                qop="auth",
+                method=request.method,
+                uri=request.uri,
+            )
+            + f'", algorithm={algorithm}, qop=auth, nc={nc}, cnonce="{cnonce}"'
+        )
+        if "opaque" in params:
+            value += f', opaque="{_quoted(params["opaque"])}"'
+        top = request.all("via")[0]
+        old_branch = request.vias[0].branch or ""
+        rewrite = Rewrite(request)
+        rewrite.replace(top, top.value.replace(f"branch={old_branch}", f"branch={branch}", 1))
+        cseq = request.all("cseq")[0]
+        rewrite.replace(cseq, f"{request.cseq.number + 1} {request.cseq.method}")
+        rewrite.insert_first(answer, value)
+        return rewrite.to_bytes()
+    return None
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -28,6 +28,8 @@ from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send
 from appliance.sip.blocklist import Blocklist, BlockStarted
 from appliance.sip.calls import Admission, Call, Leg
+from appliance.sip.cdr import Direction
+from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
 from appliance.sip.forwarding import (
@@ -35,12 +37,14 @@ from appliance.sip.forwarding import (
     cancel_for,
     strip_for_forwarding,
     synthetic_timeout,
+    with_credentials,
     without_top_via,
 )
 from appliance.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_commas
 from appliance.sip.message import Message, Rewrite, parse_datagram
-from appliance.sip.registrar import Binding, Flow, Registrar
+from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
+from appliance.sip.routing import Internal, Outbound, from_carrier, from_phone
 from appliance.sip.transaction import (
     MAGIC_COOKIE,
     DeliverResponse,
@@ -60,6 +64,8 @@ REAP_AFTER_SECONDS = 32.0
 #: A call's longest life when its phones use no session timers: then it is
 #: ended with BYE on both legs, so a lost BYE cannot hold a quota slot forever.
 DEFAULT_MAX_CALL_SECONDS = 4 * 3600.0
+#: Connection ids of the flows toward carriers (opened by the service on demand).
+CARRIER_PREFIX = "trunk-"
 #: Methods forwarded inside a dialog.
 IN_DIALOG_METHODS = frozenset(
     {"ACK", "BYE", "INVITE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS"}
@@ -101,6 +107,9 @@ class _Branch:
     final: int = 0
     provisional: bool = False
     cancelled: bool = False
+    #: Set on a branch toward a carrier: whose credentials answer its challenge.
+    trunk: TrunkEntry | None = None
+    authenticated: bool = False
 
 
 @dataclass
@@ -138,6 +147,10 @@ class Proxy:
         self.admission = Admission()
         self.calls: dict[str, Call] = {}
         self.open_connections: set[str] = set()
+        #: Where each trunk's carrier is reached, resolved by the service (RFC 3263).
+        self.trunk_flows: dict[int, list[Flow]] = {}
+        #: Trunks whose carrier stopped answering our OPTIONS pings.
+        self.trunk_down: set[int] = set()
         #: Client-certificate fingerprints by connection, for identifying carriers.
         self.certificates: dict[str, str] = {}
         self._branches: dict[str, _Branch] = {}
@@ -178,27 +191,59 @@ class Proxy:
         return self._invite(message, flow, now)
 
     def _invite(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        tenant, caller = self._authenticate(message, flow, now)
-        callee = self._target(message, tenant)
-        targets = [b for b in self.registrar.bindings(callee.id, now) if self._reachable(b.flow)]
-        if not targets:
-            raise SipError(480, "Temporarily Unavailable")
+        carrier = self.directory.carrier_for(
+            flow.remote[0], self.certificates.get(flow.connection)
+        )
+        uri = parse_sip_uri(message.uri)
+        direction: Direction
+        trunk_name: str | None
+        if carrier is not None:
+            self._check_request_uri(message, uri)
+            tenant = self._tenant_of(carrier.tenant_id)
+            decision: Internal | Outbound = from_carrier(self.directory, carrier, uri.user)
+            from_uri = _sip(message.from_.uri)
+            caller_aor = f"{from_uri.user}@{from_uri.host}" if from_uri else message.from_.uri
+            direction, trunk_name = "inbound", carrier.name
+        else:
+            tenant, caller = self._authenticate(message, flow, now)
+            self._check_request_uri(message, uri)
+            if uri.host.lower() != tenant.domain:
+                if self.directory.tenant(uri.host) is not None:
+                    raise SipError(403, "Forbidden (calls between tenants are not allowed)")
+                raise SipError(403, "Forbidden (no route to that domain)")
+            decision = from_phone(self.directory, tenant, uri.user, self._usable_trunks())
+            caller_aor = f"{caller.number}@{tenant.domain}"
+            direction = "internal" if isinstance(decision, Internal) else "outbound"
+            trunk_name = decision.trunk.name if isinstance(decision, Outbound) else None
+        if isinstance(decision, Internal):
+            callee_aor = f"{decision.extension.number}@{tenant.domain}"
+            targets = [
+                b
+                for b in self.registrar.bindings(decision.extension.id, now)
+                if self._reachable(b.flow)
+            ]
+            if not targets:
+                raise SipError(480, "Temporarily Unavailable")
+        else:
+            callee_aor = decision.e164
+            carrier_flows = self.trunk_flows.get(decision.trunk.id, [])
+            if not carrier_flows:
+                raise SipError(503, "Service Unavailable (carrier not reachable)")
         call_id = message.call_id
-        caller_aor = f"{caller.number}@{tenant.domain}"
-        callee_aor = f"{callee.number}@{tenant.domain}"
         if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
             limit = tenant.max_concurrent_calls
-            raise _QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit)
+            raise _QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit, direction)
         contact = message.contacts[0].uri if message.contacts else ""
         call = Call(
             tenant_id=tenant.id,
             call_id=call_id,
             caller=caller_aor,
             callee=callee_aor,
-            direction="internal",
+            direction=direction,
             setup_at=now,
             caller_leg=Leg(flow, message.from_.tag, contact, message.cseq.number),
             deadline=now + self.max_call_seconds,
+            trunk=trunk_name,
         )
         self.calls[call_id] = call
         self._push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
@@ -212,9 +257,46 @@ class Proxy:
         server.receive_request(message.wire, now)
         trying = response(message, 100, "Trying", source=flow.remote)
         actions += _sends(flow, server.send_response(100, trying, now))
-        for binding in targets:
-            actions += self._fork(call, upstream, binding, now)
+        if isinstance(decision, Internal):
+            for binding in targets:
+                actions += self._fork(call, upstream, binding.flow, binding.contact, now)
+        else:
+            trunk = decision.trunk
+            host = trunk.tls_domain if trunk.transport == "tls" else trunk.host
+            identity = (
+                trunk.caller_id if trunk.caller_id_mode == "fixed" else caller_aor.split("@")[0]
+            )
+            actions += self._fork(
+                call,
+                upstream,
+                carrier_flows[0],
+                f"sip:{decision.number}@{host}",
+                now,
+                trunk=trunk,
+                asserted=f"<sip:{identity}@{tenant.domain}>",
+            )
         return actions
+
+    def _tenant_of(self, tenant_id: int) -> TenantEntry:
+        tenant = self.directory.tenant_by_id(tenant_id)
+        if tenant is None or not tenant.active:
+            raise SipError(403, "Forbidden (tenant not active)")
+        return tenant
+
+    def _check_request_uri(self, message: Message, uri: SipUri) -> None:
+        """No ``maddr``, and a pre-loaded Route may only name us: no open relay."""
+        if uri.params.has("maddr"):
+            raise SipError(403, "Forbidden (maddr is not honoured)")
+        for route in message.routes:
+            route_uri = _sip(route.uri)
+            if route_uri is None or not self._is_us(route_uri):
+                raise SipError(403, "Forbidden (Route to elsewhere)")
+
+    def _usable_trunks(self) -> set[str] | None:
+        """Trunk names whose carrier answers our pings (None: no ping yet, all usable)."""
+        if not self.trunk_down:
+            return None
+        return {t.name for t in self.directory.trunks() if t.id not in self.trunk_down}
 
     def _authenticate(
         self, message: Message, flow: Flow, now: float
@@ -266,26 +348,14 @@ class Proxy:
         headers = tuple(("Proxy-Authenticate", value) for value in values)
         return SipError(407, "Proxy Authentication Required", headers)
 
-    def _target(self, message: Message, tenant: TenantEntry) -> ExtensionEntry:
-        """The callee: an extension of the caller's tenant, named only by the Request-URI."""
-        uri = parse_sip_uri(message.uri)
-        if uri.params.has("maddr"):
-            raise SipError(403, "Forbidden (maddr is not honoured)")
-        for route in message.routes:
-            route_uri = _sip(route.uri)
-            if route_uri is None or not self._is_us(route_uri):
-                raise SipError(403, "Forbidden (Route to elsewhere)")
-        if uri.host.lower() != tenant.domain:
-            if self.directory.tenant(uri.host) is not None:
-                raise SipError(403, "Forbidden (calls between tenants are not allowed)")
-            raise SipError(403, "Forbidden (no route to that domain)")
-        extension = self.directory.extension(tenant.id, uri.user or "")
-        if extension is None:
-            raise SipError(404, "Not Found")
-        return extension
-
     def _reachable(self, flow: Flow) -> bool:
-        return flow.transport == "udp" or flow.connection in self.open_connections
+        """UDP flows always; a TLS/TCP flow while its connection is up, and a
+        carrier's, which the service opens on first use."""
+        return (
+            flow.transport == "udp"
+            or flow.connection in self.open_connections
+            or flow.connection.startswith(CARRIER_PREFIX)
+        )
 
     def _is_us(self, uri: SipUri) -> bool:
         return any(
@@ -313,29 +383,77 @@ class Proxy:
             f"<{next(iter(self.addresses.values())).uri()}>"
         ]
 
-    def _fork(self, call: Call, upstream: _Upstream, binding: Binding, now: float) -> list[Action]:
+    def _fork(
+        self,
+        call: Call,
+        upstream: _Upstream,
+        target: Flow,
+        request_uri: str,
+        now: float,
+        *,
+        trunk: TrunkEntry | None = None,
+        asserted: str | None = None,
+    ) -> list[Action]:
+        """Send one branch of the INVITE to ``request_uri`` over ``target``."""
         branch_id = self._branch_id()
         message = upstream.message
-        rewrite = Rewrite(message).replace_start_line(f"INVITE {binding.contact} SIP/2.0")
+        rewrite = Rewrite(message).replace_start_line(f"INVITE {request_uri} SIP/2.0")
         strip_for_forwarding(message, rewrite)
-        for rr in reversed(self._record_routes(upstream.flow, binding.flow)):
+        if asserted is not None:
+            for field_ in message.all("p-asserted-identity") + message.all("remote-party-id"):
+                rewrite.remove(field_)
+            rewrite.insert_first("P-Asserted-Identity", asserted)
+        for rr in reversed(self._record_routes(upstream.flow, target)):
             rewrite.insert_first("Record-Route", rr)
-        rewrite.insert_first("Via", self._via(binding.flow, branch_id))
-        data = rewrite.to_bytes()
+        rewrite.insert_first("Via", self._via(target, branch_id))
+        return self._start_branch(call, upstream, target, rewrite.to_bytes(), now, trunk)
+
+    def _start_branch(
+        self,
+        call: Call,
+        upstream: _Upstream,
+        target: Flow,
+        data: bytes,
+        now: float,
+        trunk: TrunkEntry | None,
+        *,
+        authenticated: bool = False,
+    ) -> list[Action]:
         request = parse_datagram(data)
-
-        def ack_for(raw: bytes) -> bytes:
-            return ack_for_failure(request, raw)
-
         transaction = InviteClientTransaction(
-            data, reliable=binding.flow.transport != "udp", now=now, ack_for=ack_for
+            data,
+            reliable=target.transport != "udp",
+            now=now,
+            ack_for=lambda raw: ack_for_failure(request, raw),
         )
-        branch = _Branch(branch_id, binding.flow, data, transaction, call, upstream)
+        branch_id = request.vias[0].branch or ""
+        branch = _Branch(branch_id, target, data, transaction, call, upstream)
+        branch.trunk, branch.authenticated = trunk, authenticated
         self._branches[branch_id] = branch
         self._touched.add(("branch", branch_id))
         upstream.branches.append(branch_id)
         call.branches.append(branch_id)
-        return _sends(binding.flow, transaction.start(now))
+        return _sends(target, transaction.start(now))
+
+    def _answer_carrier(self, branch: _Branch, challenge: Message, now: float) -> list[Action]:
+        """Answer a carrier's 401/407 with the trunk's credentials, once, on a new
+        branch that replaces the challenged one."""
+        trunk, upstream, call = branch.trunk, branch.upstream, branch.call
+        assert trunk is not None and upstream is not None and call is not None
+        credentials = trunk.credentials
+        authorized = (
+            with_credentials(
+                parse_datagram(branch.request), challenge, credentials, self._branch_id()
+            )
+            if credentials
+            else None
+        )
+        if authorized is None:
+            return []
+        upstream.branches.remove(branch.id)
+        return self._start_branch(
+            call, upstream, branch.flow, authorized, now, trunk, authenticated=True
+        )
 
     def _in_dialog(self, message: Message, flow: Flow, now: float) -> list[Action]:
         call = self.calls.get(message.call_id)
@@ -508,6 +626,14 @@ class Proxy:
             return actions + _sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
+        if (
+            status in (401, 407)
+            and branch.trunk is not None
+            and not branch.authenticated
+            and (answered := self._answer_carrier(branch, message, now))
+        ):
+            branch.final = status
+            return actions + answered
         branch.final = status
         if status < 300:
             if call is not None and not upstream.answered:
@@ -711,10 +837,19 @@ class Proxy:
 class _QuotaError(SipError):
     """503 for the concurrent-call quota, remembering what to audit."""
 
-    def __init__(self, tenant_id: int, call_id: str, caller: str, callee: str, limit: int) -> None:
+    def __init__(
+        self,
+        tenant_id: int,
+        call_id: str,
+        caller: str,
+        callee: str,
+        limit: int,
+        direction: Direction,
+    ) -> None:
         warning = f'399 telemancer "concurrent call quota of {limit} reached"'
         super().__init__(503, "Service Unavailable (call quota)", (("Warning", warning),))
         self.refused = QuotaRefused(tenant_id, call_id, caller, callee, limit)
+        self.direction = direction
 
 
 def quota_refusal(error: SipError) -> QuotaRefused | None:

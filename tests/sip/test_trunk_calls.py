@@ -1,0 +1,199 @@
+"""Calls through trunks, in memory: out to a carrier (E.164, routes, the carrier's
+Digest challenge answered with the trunk's credentials) and in from one (DIDs,
+identified by source address only)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from appliance.sip import digest
+from appliance.sip.actions import Action, CallEnded
+from appliance.sip.blocklist import Blocklist
+from appliance.sip.dialplan import DidEntry, NumberSettings, RouteRule, TrunkEntry
+from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
+from appliance.sip.edge import SipEdge
+from appliance.sip.message import parse_datagram
+from appliance.sip.proxy import ProxyAddress
+from appliance.sip.registrar import Flow, Registrar
+from appliance.testing.sipclient import SipTestClient
+from tests.sip.test_proxy import NOW, _dial, _only, _phone, _records, _send, _to
+
+DOMAIN = "acme.example"
+CARRIER = Flow("tls", ("127.0.0.50", 5061), "trunk-7")
+
+
+def _trunk(**changes: object) -> TrunkEntry:
+    values: dict[str, object] = {
+        "id": 7,
+        "tenant_id": 1,
+        "name": "carrier",
+        "host": "carrier.example",
+        "port": None,
+        "transport": "tls",
+        "username": "acme",
+        "password": "carrier-secret",
+        "caller_id_mode": "fixed",
+        "caller_id": "+441632960000",
+        "tls_domain": "carrier.example",
+        "ca_bundle": None,
+        "fingerprint": None,
+        "inbound_networks": (ipaddress.ip_network("127.0.0.48/30"),),
+        "inbound_fingerprint": None,
+    }
+    values.update(changes)
+    return TrunkEntry(**values)  # type: ignore[arg-type]
+
+
+def _edge(*, flows: bool = True) -> SipEdge:
+    def ha1(number: str, domain: str) -> dict[str, str]:
+        return {a: digest.ha1(a, number, domain, f"pw-{number}") for a in digest.ALGORITHMS}
+
+    tenants = [
+        TenantEntry(1, DOMAIN, "active", 10, 5),
+        TenantEntry(2, "bravo.example", "active", 10, 5),
+    ]
+    extensions = [
+        ExtensionEntry(11, 1, "1001", ha1("1001", DOMAIN)),
+        ExtensionEntry(12, 1, "1002", ha1("1002", DOMAIN)),
+        ExtensionEntry(21, 2, "2001", ha1("2001", "bravo.example")),
+    ]
+    directory = SipDirectory(
+        tenants,
+        extensions,
+        trunks=[_trunk()],
+        dids={
+            "+441632960999": DidEntry("+441632960999", 1, 12, "1002"),
+            "+441632960777": DidEntry("+441632960777", 2, 21, "2001"),
+        },
+        routes={1: (RouteRule(1, "+44", "carrier"),)},
+        numbering={1: NumberSettings(country_code="44")},
+    )
+    verifier = digest.DigestVerifier(digest.NonceFactory(b"k" * 32, 300))
+    edge = SipEdge(
+        directory, verifier, Registrar(), Blocklist(), [ProxyAddress("tls", "127.0.0.1", 5061)]
+    )
+    if flows:
+        edge.proxy.trunk_flows[7] = [CARRIER]
+    return edge
+
+
+CARRIER_PHONE = SipTestClient(
+    "carrier", "carrier.example", "", transport="TLS", local=CARRIER.remote
+)
+
+
+def test_outbound_call_goes_to_the_trunk_in_e164() -> None:
+    """A national number dialled by a phone leaves through the tenant's trunk as E.164,
+    with the trunk's caller ID asserted and the phone's credentials removed."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    invite = _only(_dial(edge, alice, "01632960123"), CARRIER)
+    assert invite.uri == "sip:+441632960123@carrier.example"
+    assert invite.first("p-asserted-identity") == "<sip:+441632960000@acme.example>"
+    assert not invite.all("proxy-authorization")
+    call = edge.proxy.calls[invite.call_id]
+    assert (call.direction, call.trunk, call.callee) == ("outbound", "carrier", "+441632960123")
+
+
+def test_the_carriers_challenge_is_answered_with_the_trunk_credentials() -> None:
+    """The carrier's 407 is ACKed and answered once with Proxy-Authorization from the
+    trunk's credentials on a new branch and CSeq; the caller never sees the 407, and
+    the carrier's 200 reaches the caller with an outbound CDR at the end."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    invite = _only(_dial(edge, alice, "01632960123"), CARRIER)
+    challenge = CARRIER_PHONE.answer(invite, 407, "Proxy Authentication Required").replace(
+        b"Contact:",
+        b'Proxy-Authenticate: Digest realm="carrier.example", nonce="abc123", qop="auth",'
+        b" algorithm=MD5\r\nContact:",
+    )
+    actions = edge.message_received(parse_datagram(challenge), CARRIER, NOW)
+    ack, retried = _to(actions, CARRIER)
+    assert ack.method == "ACK" and _to(actions, alice.flow) == []
+    credentials = digest.parse_credentials(retried.first("proxy-authorization") or "")
+    assert isinstance(credentials, digest.Credentials)
+    params = credentials.params
+    assert (params["username"], params["realm"], params["nonce"]) == (
+        "acme",
+        "carrier.example",
+        "abc123",
+    )
+    expected = digest.response(
+        "MD5",
+        digest.ha1("MD5", "acme", "carrier.example", "carrier-secret"),
+        nonce="abc123",
+        nc=params["nc"],
+        cnonce=params["cnonce"],
+        qop="auth",
+        method="INVITE",
+        uri=retried.uri,
+    )
+    assert params["response"] == expected
+    assert retried.cseq.number == invite.cseq.number + 1
+    assert retried.vias[0].branch != invite.vias[0].branch
+    answer = _only(_send_carrier(edge, CARRIER_PHONE.answer(retried, 200, "OK")), alice.flow)
+    assert answer.status == 200
+    bye = _send(edge, alice, alice.client.in_dialog("BYE", answer), NOW + 10)
+    assert _only(bye, CARRIER).method == "BYE"
+    (ended,) = _records(bye)
+    assert (ended.record.direction, ended.record.trunk) == ("outbound", "carrier")
+
+
+def _send_carrier(edge: SipEdge, data: bytes) -> list[Action]:
+    return edge.message_received(parse_datagram(data), CARRIER, NOW)
+
+
+def test_unreachable_carrier_is_503() -> None:
+    """A trunk whose carrier has not been located gives 503, and frees the slot."""
+    edge = _edge(flows=False)
+    alice = _phone(edge, "1001", 5062)
+    assert _only(_dial(edge, alice, "01632960123"), alice.flow).status == 503
+    assert edge.proxy.admission.count(1) == 0
+
+
+def test_unroutable_number_is_404() -> None:
+    """A number no rule covers is 404 (there is no default route)."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    assert _only(_dial(edge, alice, "+15551234567"), alice.flow).status == 404
+
+
+def test_inbound_call_to_a_did_rings_its_extension_without_a_challenge() -> None:
+    """An INVITE from the carrier's address to a DID of the trunk's tenant rings that
+    extension; it is not challenged (the carrier is known by its address); the CDR
+    says inbound, the trunk, and the caller's number."""
+    edge = _edge()
+    bob = _phone(edge, "1002", 5064)
+    carrier = SipTestClient(
+        "+447700900123", "carrier.example", "", transport="TLS", local=CARRIER.remote
+    )
+    data = carrier.invite("+441632960999")
+    actions = edge.message_received(parse_datagram(data), CARRIER, NOW)
+    assert _only(actions, CARRIER).status == 100
+    invite = _only(actions, bob.flow)
+    assert invite.uri.startswith("sip:1002@")
+    answered = _send(edge, bob, bob.client.answer(invite, 486, "Busy Here"))
+    (ended,) = [a for a in answered if isinstance(a, CallEnded)]
+    record = ended.record
+    assert (record.direction, record.trunk, record.caller) == (
+        "inbound",
+        "carrier",
+        "+447700900123@carrier.example",
+    )
+
+
+def test_inbound_dids_of_other_tenants_and_unknown_sources_are_refused() -> None:
+    """The carrier cannot reach a DID owned by another tenant (404); the same INVITE
+    from an address outside the trunk's networks is not the carrier's, whatever its
+    headers say, and as a phone's it is refused (403: its From is no extension)."""
+    edge = _edge()
+    _phone(edge, "2001", 5070, domain="bravo.example")
+    carrier = SipTestClient(
+        "+447700900123", "carrier.example", "", transport="TLS", local=CARRIER.remote
+    )
+    other = edge.message_received(parse_datagram(carrier.invite("+441632960777")), CARRIER, NOW)
+    assert _only(other, CARRIER).status == 404
+    stranger = Flow("tls", ("127.0.0.60", 5061), "tls-stranger")
+    edge.connection_opened(stranger)
+    spoofed = edge.message_received(parse_datagram(carrier.invite("+441632960999")), stranger, NOW)
+    assert _only(spoofed, stranger).status == 403
