@@ -19,6 +19,7 @@ from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from appliance.config import SipConfig
 from appliance.reactor import IApplianceReactor
@@ -34,14 +35,20 @@ from appliance.sip.actions import (
 )
 from appliance.sip.blocklist import BlockLifted, BlockStarted
 from appliance.sip.cdr import CallDetailRecord
+from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import SipDirectory
+from appliance.sip.dns import DnsLocator, make_system_resolver
 from appliance.sip.edge import SipEdge
+from appliance.sip.locate import Target
 from appliance.sip.message import Message
+from appliance.sip.outbound import CarrierTarget, connect_carrier
+from appliance.sip.proxy import CARRIER_PREFIX
 from appliance.sip.registrar import Binding, Flow
 from appliance.sip.transport import (
     SipDatagramProtocol,
     SipStreamFactory,
     SipStreamProtocol,
+    in_networks,
 )
 from appliance.store.audit import Actor
 from appliance.store.cdrs import (
@@ -68,6 +75,8 @@ FLUSH_SECONDS = 1.0
 POLL_SECONDS = 2.0
 #: How often call counters are reconciled and closed hours aggregated.
 HOUSEKEEPING_SECONDS = 60.0
+#: How often carriers are located again (answers are cached for their DNS TTL).
+LOCATE_SECONDS = 30.0
 #: At most one quota-refusal audit record per tenant in this many seconds.
 REFUSAL_AUDIT_SECONDS = 60.0
 
@@ -102,6 +111,8 @@ class SipService(Service):
         self._pending_live: dict[tuple[int, str], LiveCall] = {}
         self._refusal_audit: dict[int, tuple[float, int]] = {}
         self._carrier_queue: dict[str, list[bytes]] = {}
+        self._carrier_targets: dict[str, CarrierTarget] = {}
+        self._locator = DnsLocator(make_system_resolver(reactor), reactor)
         self._data_version = known_data_version
         self._udp: SipDatagramProtocol | None = None
         self._ports: list[IListeningPort] = []
@@ -206,10 +217,81 @@ class SipService(Service):
                 self._udp.send(data, flow.remote)
             return
         connection = self.connections.get(flow.connection)
-        if connection is None:
+        if connection is not None:
+            connection.send(data)
+        elif flow.connection.startswith(CARRIER_PREFIX):
+            self._send_to_carrier(flow, data)
+        else:
             self.count("send_on_closed_flow")
+
+    def _send_to_carrier(self, flow: Flow, data: bytes) -> None:
+        """Queue for a carrier connection, opening it if need be; the queue is
+        written once the carrier has been verified (:meth:`carrier_ready`)."""
+        queue = self._carrier_queue.setdefault(flow.connection, [])
+        queue.append(data)
+        if len(queue) > 1:
+            return  # already connecting
+        target = self._carrier_targets.get(flow.connection)
+        if target is None:
+            self._carrier_failed(flow, "no longer located")
             return
-        connection.send(data)
+
+        def failed(failure: Failure) -> None:
+            self._carrier_failed(flow, failure.getErrorMessage())
+
+        connect_carrier(self.reactor, self, target, self.config.idle_timeout_seconds).addErrback(
+            failed
+        )
+
+    def _carrier_failed(self, flow: Flow, reason: str) -> None:
+        self.log.error(
+            "could not reach carrier at {flow}: {reason}", flow=flow.describe(), reason=reason
+        )
+        self._carrier_queue.pop(flow.connection, None)
+        self._perform(self.edge.connection_closed(flow, self.reactor.seconds()))
+
+    def locate_carriers(self) -> Deferred[None]:
+        """Find where each trunk's carrier is (RFC 3263), for the proxy's next calls.
+        UDP and TCP carriers must be inside the internal subnets."""
+        waits = []
+        for trunk in self.edge.directory.trunks():
+            located = self._locator.locate(
+                trunk.host, trunk.port, trunk.transport, secure=trunk.transport == "tls"
+            )
+            waits.append(located.addCallback(self._located, trunk))
+        return gatherResults(waits, consumeErrors=True).addCallbacks(
+            lambda _: None, lambda f: self.log.failure("could not locate carriers", f)
+        )
+
+    def _located(self, targets: list[Target], trunk: TrunkEntry) -> None:
+        flows: list[Flow] = []
+        for target in targets:
+            if target.transport != "tls" and not in_networks(
+                target.address, self.config.internal_subnets
+            ):
+                self.log.error(
+                    "trunk {trunk}: refusing plaintext {transport} to {address} outside the"
+                    " internal subnets",
+                    trunk=trunk.name,
+                    transport=target.transport,
+                    address=target.address,
+                )
+                continue
+            if target.transport == "udp":
+                flows.append(Flow("udp", (target.address, target.port)))
+                continue
+            connection = f"{CARRIER_PREFIX}{trunk.id}-{target.address}-{target.port}"
+            flows.append(Flow(target.transport, (target.address, target.port), connection))
+            self._carrier_targets[connection] = CarrierTarget(
+                connection,
+                target.address,
+                target.port,
+                target.transport,
+                trunk.tls_domain,
+                trunk.ca_bundle,
+                trunk.fingerprint,
+            )
+        self.edge.proxy.trunk_flows[trunk.id] = flows
 
     def _queue_bindings(self, change: BindingsChanged, now: float) -> None:
         for binding in change.saved:
@@ -398,11 +480,12 @@ class SipService(Service):
             (FLUSH_SECONDS, self.flush),
             (POLL_SECONDS, self.poll),
             (HOUSEKEEPING_SECONDS, self.housekeeping),
+            (LOCATE_SECONDS, self.locate_carriers),
         )
         for interval, call in loops:
             loop = LoopingCall(call)
             loop.clock = self.reactor
-            loop.start(interval, now=False)
+            loop.start(interval, now=call is self.locate_carriers)
             self._loops.append(loop)
         self._rearm()
         gatherResults(waits, consumeErrors=True).chainDeferred(self.listening)

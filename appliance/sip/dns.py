@@ -263,3 +263,12 @@ def make_resolver(
     return cast(
         IResolver, client.Resolver(servers=list(servers), reactor=reactor, timeout=tuple(timeout))
     )
+
+
+def make_system_resolver(reactor: IApplianceReactor) -> IResolver:
+    """A non-blocking resolver using the machine's /etc/resolv.conf (re-read when it
+    changes), for carriers named by host name. IP-literal trunks never use it."""
+    return cast(
+        IResolver,
+        client.Resolver(resolv="/etc/resolv.conf", reactor=reactor, timeout=RESOLVER_RETRIES),
+    )

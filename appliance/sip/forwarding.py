@@ -68,11 +68,14 @@ def cancel_for(request: Message) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def synthetic_timeout(request: Message) -> Message:
-    """A 408 standing in for a branch that never answered (§16.7 step 2)."""
+def synthetic_timeout(
+    request: Message, status: int = 408, reason: str = "Request Timeout"
+) -> Message:
+    """A final answer standing in for a branch that never answered (§16.7 step 2:
+    408 on Timer B, 503 when its connection failed)."""
     via = request.all("via")[0].value
     lines = [
-        "SIP/2.0 408 Request Timeout",
+        f"SIP/2.0 {status} {reason}",
         "Via: SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK-timeout",
         f"Via: {via}",
         f"From: {request.first('from')}",

@@ -690,6 +690,13 @@ class Proxy:
         self.open_connections.discard(flow.connection)
         self.certificates.pop(flow.connection, None)
         actions: list[Action] = []
+        for branch in list(self._branches.values()):
+            if branch.flow == flow and not branch.final and branch.upstream is not None:
+                # A fork whose connection is gone (or never came up) fails now (§16.7).
+                self._touched.add(("branch", branch.id))
+                branch.transaction.transport_error(now)
+                failed = synthetic_timeout(branch.upstream.message, 503, "Service Unavailable")
+                actions += self._deliver(branch, failed, now)
         for call in list(self.calls.values()):
             legs = [call.caller_leg, call.callee_leg]
             if call.state != "ended" and any(leg and leg.flow == flow for leg in legs):
