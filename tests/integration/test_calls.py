@@ -372,6 +372,7 @@ def test_third_call_over_quota_is_refused_before_ringing(
             "caller": f"2003@{SMALL_DOMAIN}",
             "callee": f"2103@{SMALL_DOMAIN}",
             "limit": 2,
+            "refused_since_last_record": 1,
         }
 
         def refused_record() -> StoredCdr | None:
