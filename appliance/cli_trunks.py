@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TypeAlias
 
 from appliance.cli import CommandError, Console, _config, _directory, _read_password, _table
-from appliance.store.trunks import TRANSPORTS, TrunkRepository, TrunkSettings, sealing_key
+from appliance.store.audit import format_time
+from appliance.store.trunks import (
+    TRANSPORTS,
+    TrunkRepository,
+    TrunkSettings,
+    health,
+    sealing_key,
+)
 
 _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -61,6 +68,11 @@ def add_trunk_commands(commands: _Subparsers) -> None:
     _domain(remove)
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(func=cmd_trunk_remove)
+    health_parser = trunk.add_parser("health", help="the latest OPTIONS pings of a trunk")
+    _domain(health_parser)
+    health_parser.add_argument("name", metavar="NAME")
+    health_parser.add_argument("--limit", type=int, default=20, metavar="N")
+    health_parser.set_defaults(func=cmd_trunk_health)
 
     did = _group(commands, "did", "manage the numbers that ring a tenant's extensions")
     add = did.add_parser("add", help="route an E.164 number to an extension")
@@ -201,6 +213,29 @@ def cmd_trunk_add(args: argparse.Namespace, console: Console) -> int:
             " toward hosts in sip.internal_subnets",
             file=console.stderr,
         )
+    return 0
+
+
+def cmd_trunk_health(args: argparse.Namespace, console: Console) -> int:
+    """``trunk health DOMAIN NAME``: up or down, newest first, with the answer and
+    round trip of each OPTIONS ping."""
+    config = _config(args, console)
+    directory = _directory(config, console)
+    try:
+        tenant = directory.tenant_by_domain(args.domain)
+        samples = health(directory.scope(tenant.id), args.name, args.limit)
+    finally:
+        directory.db.close()
+    rows = [
+        (
+            format_time(sample.at),
+            "up" if sample.up else "down",
+            "-" if sample.status is None else str(sample.status),
+            "-" if sample.rtt is None else f"{sample.rtt * 1000:.0f} ms",
+        )
+        for sample in samples
+    ]
+    _table(console, ("AT", "STATE", "ANSWER", "ROUND-TRIP"), rows)
     return 0
 
 

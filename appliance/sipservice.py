@@ -32,6 +32,7 @@ from appliance.sip.actions import (
     LiveCall,
     QuotaRefused,
     Send,
+    TrunkHealth,
 )
 from appliance.sip.blocklist import BlockLifted, BlockStarted
 from appliance.sip.cdr import CallDetailRecord
@@ -68,6 +69,7 @@ from appliance.store.sipstate import (
 )
 from appliance.store.tenants import Directory
 from appliance.store.thread import StoreRunner
+from appliance.store.trunks import record_health
 
 SYSTEM_ACTOR = Actor("system", "appliance")
 #: How often registration changes are written, and the database polled.
@@ -77,6 +79,8 @@ POLL_SECONDS = 2.0
 HOUSEKEEPING_SECONDS = 60.0
 #: How often carriers are located again (answers are cached for their DNS TTL).
 LOCATE_SECONDS = 30.0
+#: How often each trunk's carrier is pinged with OPTIONS.
+PING_SECONDS = 30.0
 #: At most one quota-refusal audit record per tenant in this many seconds.
 REFUSAL_AUDIT_SECONDS = 60.0
 
@@ -112,6 +116,7 @@ class SipService(Service):
         self._refusal_audit: dict[int, tuple[float, int]] = {}
         self._carrier_queue: dict[str, list[bytes]] = {}
         self._carrier_targets: dict[str, CarrierTarget] = {}
+        self._pending_health: list[TrunkHealth] = []
         self._locator = DnsLocator(make_system_resolver(reactor), reactor)
         self._data_version = known_data_version
         self._udp: SipDatagramProtocol | None = None
@@ -178,6 +183,8 @@ class SipService(Service):
                 self._pending_live[(action.tenant_id, action.call_id)] = action
             elif isinstance(action, QuotaRefused):
                 self._audit_refusal(action, now)
+            elif isinstance(action, TrunkHealth):
+                self._pending_health.append(action)
         self._rearm()
 
     def _audit_refusal(self, refused: QuotaRefused, now: float) -> None:
@@ -262,6 +269,14 @@ class SipService(Service):
         return gatherResults(waits, consumeErrors=True).addCallbacks(
             lambda _: None, lambda f: self.log.failure("could not locate carriers", f)
         )
+
+    def ping_carriers(self) -> None:
+        """OPTIONS to each trunk's first located carrier address."""
+        now = self.reactor.seconds()
+        for trunk in self.edge.directory.trunks():
+            flows = self.edge.proxy.trunk_flows.get(trunk.id)
+            if flows:
+                self._perform(self.edge.proxy.ping(trunk, flows[0], now))
 
     def _located(self, targets: list[Target], trunk: TrunkEntry) -> None:
         flows: list[Flow] = []
@@ -353,10 +368,11 @@ class SipService(Service):
         saved = list(self._pending_saved.values())
         removed = list(self._pending_removed.values())
         records, live = self._pending_cdrs, list(self._pending_live.values())
+        health, self._pending_health = self._pending_health, []
         self._pending_saved.clear()
         self._pending_removed.clear()
         self._pending_cdrs, self._pending_live = [], {}
-        if not (saved or removed or records or live):
+        if not (saved or removed or records or live or health):
             return succeed(None)
 
         def write(d: Directory) -> None:
@@ -364,6 +380,10 @@ class SipService(Service):
                 save_bindings(d.db, saved, removed)
             if records:
                 write_cdrs(d.db, records)
+            for sample in health:
+                record_health(
+                    d.db, sample.trunk_id, sample.at, sample.up, sample.status, sample.rtt
+                )
             for call in live:
                 if call.state == "ended":
                     delete_live_call(d.db, call.tenant_id, call.call_id)
@@ -481,6 +501,7 @@ class SipService(Service):
             (POLL_SECONDS, self.poll),
             (HOUSEKEEPING_SECONDS, self.housekeeping),
             (LOCATE_SECONDS, self.locate_carriers),
+            (PING_SECONDS, self.ping_carriers),
         )
         for interval, call in loops:
             loop = LoopingCall(call)

@@ -9,7 +9,7 @@ import pytest
 
 from appliance import config as config_module
 from appliance.store.database import open_database
-from appliance.store.trunks import associated_data, load_trunks, sealing_key
+from appliance.store.trunks import associated_data, load_trunks, record_health, sealing_key
 from tests.test_cli import Result, cli, run
 
 PASSWORD = "carrier-Secret-4711"
@@ -367,3 +367,20 @@ def test_help_lists_the_new_commands(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     for command in ("trunk", "did", "route", "dialplan"):
         assert command in out
+
+
+def test_trunk_health_lists_pings_newest_first(instance: Path) -> None:
+    """`trunk health` shows each recorded OPTIONS ping, newest first, up or down."""
+    assert _add_carrier(instance).status == 0
+    db = open_database(instance.parent / "telemancer.sqlite3")
+    try:
+        trunk_id = db.conn.execute("SELECT id FROM trunks").fetchone()[0]
+        record_health(db, trunk_id, 1_800_000_000.0, True, 200, 0.012)
+        record_health(db, trunk_id, 1_800_000_030.0, False, None, None)
+    finally:
+        db.close()
+    result = cli(instance, "trunk", "health", "acme.example", "carrier")
+    assert result.status == 0, result.err
+    lines = [line.split() for line in result.out.splitlines()[1:]]
+    assert [line[1] for line in lines] == ["down", "up"]
+    assert lines[1][2:] == ["200", "12", "ms"]

@@ -66,6 +66,23 @@ class QuotaRefused(NamedTuple):
     limit: int
 
 
+class TrunkHealth(NamedTuple):
+    """The answer (or silence) to an OPTIONS ping of a trunk's carrier."""
+
+    trunk_id: int
+    at: float
+    up: bool
+    status: int | None
+    rtt: float | None
+
+
 Action = (
-    Send | CloseConnections | BindingsChanged | BlockChanged | CallEnded | LiveCall | QuotaRefused
+    Send
+    | CloseConnections
+    | BindingsChanged
+    | BlockChanged
+    | CallEnded
+    | LiveCall
+    | QuotaRefused
+    | TrunkHealth
 )

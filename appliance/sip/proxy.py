@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from appliance.sip import digest
-from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send
+from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send, TrunkHealth
 from appliance.sip.blocklist import Blocklist, BlockStarted
 from appliance.sip.calls import Admission, Call, Leg
 from appliance.sip.cdr import Direction
@@ -110,6 +110,8 @@ class _Branch:
     #: Set on a branch toward a carrier: whose credentials answer its challenge.
     trunk: TrunkEntry | None = None
     authenticated: bool = False
+    #: Set on an OPTIONS ping: which trunk, and when it was sent.
+    ping: tuple[int, float] | None = None
 
 
 @dataclass
@@ -593,6 +595,8 @@ class Proxy:
         branch = self._branches.get(branch_id)
         if branch is None or _method(branch.request) != method:
             return []
+        if branch.ping is not None:
+            return self._pinged(branch, message.status, now)
         try:
             transaction_actions = branch.transaction.receive_response(
                 message.status, message.wire, now
@@ -605,6 +609,50 @@ class Proxy:
             return actions
         finally:
             self._schedule_touched()
+
+    def ping(self, trunk: TrunkEntry, flow: Flow, now: float) -> list[Action]:
+        """Send an OPTIONS to a trunk's carrier; its answer (or Timer F) becomes a
+        :class:`TrunkHealth`, and a carrier that stops answering is routed around."""
+        try:
+            branch_id = self._branch_id()
+            host = trunk.tls_domain if trunk.transport == "tls" else trunk.host
+            ours = self.addresses.get(flow.transport) or next(iter(self.addresses.values()))
+            lines = [
+                f"OPTIONS sip:{host} SIP/2.0",
+                f"Via: {self._via(flow, branch_id)}",
+                "Max-Forwards: 70",
+                f"From: <sip:{ours.host}>;tag={branch_id[-12:]}",
+                f"To: <sip:{host}>",
+                f"Call-ID: {branch_id}@{ours.host}",
+                "CSeq: 1 OPTIONS",
+                "Content-Length: 0",
+            ]
+            data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            transaction = NonInviteClientTransaction(
+                data, reliable=flow.transport != "udp", now=now
+            )
+            branch = _Branch(branch_id, flow, data, transaction, None, None)
+            branch.ping = (trunk.id, now)
+            self._branches[branch_id] = branch
+            self._touched.add(("branch", branch_id))
+            return _sends(flow, transaction.start(now))
+        finally:
+            self._schedule_touched()
+
+    def _pinged(self, branch: _Branch, status: int | None, now: float) -> list[Action]:
+        assert branch.ping is not None
+        if status is not None and status < 200:
+            return []
+        trunk_id, sent = branch.ping
+        branch.ping = None
+        del self._branches[branch.id]
+        up = status is not None and status < 500
+        if up:
+            self.trunk_down.discard(trunk_id)
+        else:
+            self.trunk_down.add(trunk_id)
+        rtt = now - sent if status is not None else None
+        return [TrunkHealth(trunk_id, now, up, status, rtt)]
 
     def _deliver(self, branch: _Branch, message: Message, now: float) -> list[Action]:
         upstream = branch.upstream
@@ -808,6 +856,8 @@ class Proxy:
             self._touched.add(("branch", key))
             fired = branch.transaction.handle_timer(now)
             actions = _sends(branch.flow, fired)
+            if branch.ping is not None and any(isinstance(a, Timeout) for a in fired):
+                return actions + self._pinged(branch, None, now)
             pending = branch.upstream if not branch.final else None
             if pending is not None and any(isinstance(a, Timeout) for a in fired):
                 actions += self._deliver(branch, synthetic_timeout(pending.message), now)

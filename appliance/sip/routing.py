@@ -51,8 +51,11 @@ def from_phone(
         own = directory.extension_by_id(did.extension_id)
         if own is not None:
             return Internal(own)
-    match = route(e164, directory.routes(tenant.id), usable_trunks)
+    rules = directory.routes(tenant.id)
+    match = route(e164, rules, usable_trunks)
     if match is None:
+        if route(e164, rules) is not None:
+            raise SipError(503, "Service Unavailable (every trunk for that number is down)")
         raise SipError(404, "Not Found (no route for that number)")
     trunk = directory.trunk(tenant.id, match.trunk)
     if trunk is None:

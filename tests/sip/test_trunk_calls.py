@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 
 from appliance.sip import digest
-from appliance.sip.actions import Action, CallEnded
+from appliance.sip.actions import Action, CallEnded, TrunkHealth
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.dialplan import DidEntry, NumberSettings, RouteRule, TrunkEntry
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
@@ -197,3 +197,29 @@ def test_inbound_dids_of_other_tenants_and_unknown_sources_are_refused() -> None
     edge.connection_opened(stranger)
     spoofed = edge.message_received(parse_datagram(carrier.invite("+441632960999")), stranger, NOW)
     assert _only(spoofed, stranger).status == 403
+
+
+def test_options_pings_track_trunk_health() -> None:
+    """An answered OPTIONS reports the trunk up with its round trip; an unanswered one
+    (Timer F) reports it down, and calls needing it then get 503 instead of ringing a
+    dead carrier; the next good answer brings it back."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    ping = _only(edge.proxy.ping(_trunk(), CARRIER, NOW), CARRIER)
+    assert ping.method == "OPTIONS" and ping.uri == "sip:carrier.example"
+    answered = edge.message_received(
+        parse_datagram(CARRIER_PHONE.answer(ping, 200, "OK")), CARRIER, NOW + 0.25
+    )
+    (up,) = [a for a in answered if isinstance(a, TrunkHealth)]
+    assert (up.up, up.status, up.rtt) == (True, 200, 0.25)
+    silent = _only(edge.proxy.ping(_trunk(), CARRIER, NOW + 1), CARRIER)
+    assert silent.method == "OPTIONS"
+    expired = edge.handle_timer(NOW + 1 + 32)
+    (down,) = [a for a in expired if isinstance(a, TrunkHealth)]
+    assert (down.up, down.status, down.rtt) == (False, None, None)
+    assert _only(_dial(edge, alice, "01632960123", NOW + 40), alice.flow).status == 503
+    again = _only(edge.proxy.ping(_trunk(), CARRIER, NOW + 50), CARRIER)
+    edge.message_received(
+        parse_datagram(CARRIER_PHONE.answer(again, 200, "OK")), CARRIER, NOW + 50
+    )
+    assert _to(_dial(edge, alice, "01632960123", NOW + 51), CARRIER)
