@@ -18,13 +18,9 @@ from typing import TypeAlias
 
 from appliance.cli import CommandError, Console, _config, _directory, _read_password, _table
 from appliance.store.audit import format_time
-from appliance.store.trunks import (
-    TRANSPORTS,
-    TrunkRepository,
-    TrunkSettings,
-    health,
-    sealing_key,
-)
+from appliance.store.trunk_checks import TRANSPORTS
+from appliance.store.trunk_health import health
+from appliance.store.trunks import TrunkRepository, TrunkSettings, sealing_key
 
 _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

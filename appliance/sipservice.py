@@ -69,7 +69,7 @@ from appliance.store.sipstate import (
 )
 from appliance.store.tenants import Directory
 from appliance.store.thread import StoreRunner
-from appliance.store.trunks import record_health
+from appliance.store.trunk_health import record_health
 
 SYSTEM_ACTOR = Actor("system", "appliance")
 #: How often registration changes are written, and the database polled.
@@ -156,6 +156,9 @@ class SipService(Service):
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         """Forget a stream; calls with a leg on it end."""
         self.connections.pop(connection.flow.connection, None)
+        # A carrier connection lost before carrier_ready (failed verification or
+        # handshake): what it held is never sent, and the next send must reconnect.
+        self._carrier_queue.pop(connection.flow.connection, None)
         self._perform(self.edge.connection_closed(connection.flow, self.reactor.seconds()))
 
     def count(self, name: str) -> None:
@@ -506,7 +509,7 @@ class SipService(Service):
         for interval, call in loops:
             loop = LoopingCall(call)
             loop.clock = self.reactor
-            loop.start(interval, now=call is self.locate_carriers)
+            loop.start(interval, now=call == self.locate_carriers)
             self._loops.append(loop)
         self._rearm()
         gatherResults(waits, consumeErrors=True).chainDeferred(self.listening)

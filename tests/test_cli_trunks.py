@@ -9,7 +9,9 @@ import pytest
 
 from appliance import config as config_module
 from appliance.store.database import open_database
-from appliance.store.trunks import associated_data, load_trunks, record_health, sealing_key
+from appliance.store.sip_dialplan import load_trunks
+from appliance.store.trunk_health import record_health
+from appliance.store.trunks import associated_data, sealing_key
 from tests.test_cli import Result, cli, run
 
 PASSWORD = "carrier-Secret-4711"

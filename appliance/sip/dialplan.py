@@ -1,7 +1,7 @@
 """Numbers and trunks as the SIP core sees them: E.164 normalisation, outbound
 routing, DIDs, and the trunks themselves (sans-I/O; docs/trunks.md).
 
-Built by the store (:func:`appliance.store.trunks.load_trunks`, ``load_dids``,
+Built by the store (:func:`appliance.store.sip_dialplan.load_trunks`, ``load_dids``,
 ``load_routes``, ``load_number_settings``) as plain frozen values, so the core
 looks numbers up with no I/O.
 """

@@ -17,7 +17,7 @@ from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.registrar import Binding, Flow
 from appliance.store.audit import Actor, AuditLog
 from appliance.store.database import write_transaction
-from appliance.store.trunks import load_dids, load_number_settings, load_routes, load_trunks
+from appliance.store.sip_dialplan import load_dids, load_number_settings, load_routes, load_trunks
 
 
 def data_version(db: sqlite_utils.Database) -> int:

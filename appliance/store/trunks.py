@@ -7,40 +7,43 @@ The password is stored sealed (:mod:`appliance.store.sealed`), bound to the
 trunk's tenant and name, because the SIP service needs it in clear to answer
 the carrier's 401/407.
 
-The ``load_*`` functions at the end are system-level reads for the SIP
-service: plain frozen values from :mod:`appliance.sip.dialplan`.
+What the repository accepts is checked by :mod:`appliance.store.trunk_checks`.
+The system-level reads for the SIP service are in
+:mod:`appliance.store.sip_dialplan`, and the OPTIONS ping history in
+:mod:`appliance.store.trunk_health`.
 """
 
 from __future__ import annotations
 
 import builtins
 import hashlib
-import ipaddress
 import json
 import re
 import sqlite3
-import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-from cryptography import x509
-
 from appliance.secrets import derive_key
-from appliance.sip.dialplan import (
-    CallerIdMode,
-    DidEntry,
-    NumberSettings,
-    RouteRule,
-    Transport,
-    TrunkEntry,
-    is_e164,
-)
+from appliance.sip.dialplan import CallerIdMode, NumberSettings, RouteRule, Transport
 from appliance.store.audit import format_time
 from appliance.store.database import write_transaction
 from appliance.store.sealed import SealError, seal, unseal
 from appliance.store.tenants import ConflictError, InvalidInputError, NotFoundError
+from appliance.store.trunk_checks import (
+    check_ca_bundle,
+    check_e164,
+    check_fingerprint,
+    check_host,
+    check_name,
+    check_networks,
+    check_number_settings,
+    check_password,
+    check_port,
+    check_prefix,
+    check_transport,
+    check_username,
+)
 
 if TYPE_CHECKING:
     from appliance.config import Config
@@ -49,42 +52,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEALING_PURPOSE",
-    "TRANSPORTS",
     "Did",
-    "DidEntry",
-    "HealthSample",
     "NumberSettings",
     "Route",
     "RouteRule",
     "SealError",
     "Trunk",
-    "TrunkEntry",
     "TrunkRepository",
     "TrunkSettings",
-    "health",
-    "load_dids",
-    "load_number_settings",
-    "load_routes",
-    "load_trunks",
-    "record_health",
     "sealing_key",
 ]
 
 #: The HKDF purpose of the key that seals carrier passwords.
 SEALING_PURPOSE = "telemancer trunk credentials"
-TRANSPORTS: tuple[Transport, ...] = ("tls", "tcp", "udp")
 MAX_STRIP = 16
-MAX_PASSWORD_LENGTH = 256
-DEFAULT_HEALTH_LIMIT = 100
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_PREFIX = re.compile(r"\+?[0-9]{0,15}")
 _PREPEND = re.compile(r"\+?[0-9]{0,15}")
-_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
-_USERNAME_FORBIDDEN = frozenset('"\\')
-_COUNTRY_CODE = re.compile(r"(?:[1-9][0-9]{0,2})?")
-_DIAL_PREFIX = re.compile(r"[0-9]{0,4}")
 
 
 def sealing_key(config: Config) -> bytes:
@@ -188,167 +171,6 @@ class Route:
     def rule(self) -> RouteRule:
         """The rule as :func:`appliance.sip.dialplan.route` takes it."""
         return RouteRule(self.position, self.prefix, self.trunk, self.strip, self.prepend)
-
-
-@dataclass(frozen=True)
-class HealthSample:
-    """One OPTIONS ping of a trunk: when, whether it was up, the status (None
-    without an answer) and the round trip in seconds."""
-
-    at: float
-    up: bool
-    status: int | None
-    rtt: float | None
-
-
-# -- validation --------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """A trunk name: 1-32 of [a-z0-9-], not starting with '-'."""
-    if not _NAME.fullmatch(name):
-        raise InvalidInputError(
-            f"invalid trunk name {name!r}: 1-32 lower-case letters, digits and '-',"
-            " starting with a letter or digit"
-        )
-    return name
-
-
-def check_host(host: str, what: str = "host") -> str:
-    """A DNS name (lower-cased) or an IP address (compressed, no brackets)."""
-    text = host.strip()
-    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    try:
-        if "%" not in bare:  # no IPv6 zone: it names an interface of this machine only
-            return ipaddress.ip_address(bare).compressed
-    except ValueError:
-        pass
-    name = text.lower().removesuffix(".")
-    labels = name.split(".")
-    if (
-        not name
-        or len(name) > 253
-        or not all(map(_LABEL.fullmatch, labels))
-        or labels[-1].isdigit()
-    ):
-        raise InvalidInputError(f"invalid {what} {host!r}: expected a DNS name or an IP address")
-    return name
-
-
-def check_port(port: int | None) -> int | None:
-    """None (the transport's default) or 1-65535."""
-    if port is not None and not 1 <= port <= 65535:
-        raise InvalidInputError(f"invalid port {port}: expected 1-65535")
-    return port
-
-
-def check_transport(transport: str) -> Transport:
-    """One of tls, tcp, udp."""
-    if transport not in TRANSPORTS:
-        raise InvalidInputError(
-            f"invalid transport {transport!r}: expected one of {', '.join(TRANSPORTS)}"
-        )
-    return transport
-
-
-def check_e164(number: str, what: str = "number") -> str:
-    """E.164: "+" then 2-15 digits, the first not 0."""
-    if not is_e164(number):
-        raise InvalidInputError(
-            f"invalid {what} {number!r}: expected E.164, '+' then 2-15 digits (no spaces)"
-        )
-    return number
-
-
-def check_fingerprint(fingerprint: str, what: str = "fingerprint") -> str:
-    """A SHA-256 fingerprint: 64 hex digits, colons allowed; stored lower-case."""
-    normal = fingerprint.strip().replace(":", "").lower()
-    if not _FINGERPRINT.fullmatch(normal):
-        raise InvalidInputError(
-            f"invalid {what}: expected a SHA-256 fingerprint, 64 hex digits (colons allowed)"
-        )
-    return normal
-
-
-def check_networks(networks: Iterable[str]) -> tuple[str, ...]:
-    """CIDRs (a bare address is a /32 or /128), without host bits, never /0."""
-    checked: list[str] = []
-    for text in networks:
-        try:
-            network = ipaddress.ip_network(text.strip())
-        except ValueError:
-            try:
-                loose = ipaddress.ip_network(text.strip(), strict=False)
-            except ValueError:
-                raise InvalidInputError(f"invalid network {text!r}: expected a CIDR") from None
-            raise InvalidInputError(
-                f"invalid network {text!r}: host bits set (did you mean {loose}?)"
-            ) from None
-        if network.prefixlen == 0:
-            raise InvalidInputError(
-                f"refusing network {network}: it would accept calls from anywhere"
-            )
-        if str(network) not in checked:
-            checked.append(str(network))
-    return tuple(checked)
-
-
-def check_ca_bundle(pem: str) -> str:
-    """PEM text holding at least one certificate."""
-    try:
-        if not x509.load_pem_x509_certificates(pem.encode()):
-            raise ValueError
-    except ValueError:
-        raise InvalidInputError(
-            "invalid CA bundle: expected PEM certificates (-----BEGIN CERTIFICATE-----)"
-        ) from None
-    return pem
-
-
-def check_username(username: str) -> str:
-    """A Digest username: 1-128 printable characters, no space, quote or backslash."""
-    if (
-        not 1 <= len(username) <= 128
-        or any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in username)
-        or _USERNAME_FORBIDDEN & set(username)
-    ):
-        raise InvalidInputError(
-            "invalid username: 1-128 printable characters, no spaces, quotes or backslashes"
-        )
-    return username
-
-
-def check_password(password: str) -> str:
-    """A carrier password: 1-256 characters, no control characters."""
-    if not 1 <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise InvalidInputError(f"carrier password must be 1-{MAX_PASSWORD_LENGTH} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in password):
-        raise InvalidInputError("carrier password must not contain control characters")
-    return password
-
-
-def check_prefix(prefix: str) -> str:
-    """A route prefix: digits with an optional leading "+" ("+" alone matches all)."""
-    if not prefix or not _PREFIX.fullmatch(prefix):
-        raise InvalidInputError(f"invalid prefix {prefix!r}: digits with an optional leading '+'")
-    return prefix
-
-
-def check_number_settings(settings: NumberSettings) -> NumberSettings:
-    """Country code 1-3 digits not starting with 0 (or empty); prefixes 0-4 digits, distinct."""
-    if not _COUNTRY_CODE.fullmatch(settings.country_code):
-        raise InvalidInputError(
-            f"invalid country code {settings.country_code!r}: 1-3 digits, not starting with 0"
-        )
-    for what, value in (
-        ("national prefix", settings.national_prefix),
-        ("international prefix", settings.international_prefix),
-    ):
-        if not _DIAL_PREFIX.fullmatch(value):
-            raise InvalidInputError(f"invalid {what} {value!r}: 0-4 digits")
-    if settings.national_prefix and settings.national_prefix == settings.international_prefix:
-        raise InvalidInputError("the national and international prefixes must differ")
-    return settings
 
 
 def associated_data(tenant_id: int, name: str) -> bytes:
@@ -782,135 +604,3 @@ def _audit_view(trunk: Trunk) -> dict[str, Any]:
         "inbound_fingerprint": trunk.inbound_fingerprint,
         "enabled": trunk.enabled,
     }
-
-
-# -- system-level reads for the SIP service and health writes ---------------
-
-
-def load_trunks(db: sqlite_utils.Database, sealing_key: bytes) -> list[TrunkEntry]:
-    """Every enabled trunk of every tenant, credentials unsealed, for the SIP core.
-
-    Raises :class:`SealError` naming the trunk if a password does not open
-    (``secrets.jwt_signing_key`` was replaced): failing loud beats calling out
-    with no credentials.
-    """
-    entries = []
-    rows = db.conn.execute(
-        f"SELECT {_TRUNK_COLUMNS} FROM trunks WHERE enabled = 1"  # noqa: S608
-        " ORDER BY tenant_id, name"
-    )
-    for row in _dicts(rows):
-        trunk = _trunk(row)
-        password = None
-        if trunk.password_sealed is not None:
-            try:
-                password = unseal(
-                    sealing_key,
-                    trunk.password_sealed,
-                    associated_data(trunk.tenant_id, trunk.name),
-                )
-            except SealError as e:
-                raise SealError(
-                    f"trunk {trunk.name} of tenant {trunk.tenant_id}: {e}; enter its"
-                    " password again"
-                ) from None
-        entries.append(
-            TrunkEntry(
-                id=trunk.id,
-                tenant_id=trunk.tenant_id,
-                name=trunk.name,
-                host=trunk.host,
-                port=trunk.port,
-                transport=trunk.transport,
-                username=trunk.username,
-                password=password,
-                caller_id_mode=trunk.caller_id_mode,
-                caller_id=trunk.caller_id,
-                tls_domain=trunk.verify_domain,
-                ca_bundle=trunk.ca_bundle,
-                fingerprint=trunk.fingerprint,
-                inbound_networks=tuple(map(ipaddress.ip_network, trunk.inbound_networks)),
-                inbound_fingerprint=trunk.inbound_fingerprint,
-            )
-        )
-    return entries
-
-
-def load_dids(db: sqlite_utils.Database) -> dict[str, DidEntry]:
-    """Every DID of every tenant, by number."""
-    rows = db.conn.execute(
-        "SELECT d.number, d.tenant_id, d.extension_id, e.number FROM dids d"
-        " JOIN extensions e ON e.id = d.extension_id AND e.tenant_id = d.tenant_id"
-    )
-    return {number: DidEntry(number, tenant, ext_id, ext) for number, tenant, ext_id, ext in rows}
-
-
-def load_routes(db: sqlite_utils.Database) -> dict[int, tuple[RouteRule, ...]]:
-    """Every tenant's rules in position order, by tenant id (tenants without
-    rules are absent)."""
-    rows = db.conn.execute(
-        "SELECT r.tenant_id, r.position, r.prefix, t.name, r.strip, r.prepend FROM routes r"
-        " JOIN trunks t ON t.id = r.trunk_id AND t.tenant_id = r.tenant_id"
-        " ORDER BY r.tenant_id, r.position"
-    )
-    routes: dict[int, list[RouteRule]] = {}
-    for tenant_id, position, prefix, trunk, strip, prepend in rows:
-        routes.setdefault(tenant_id, []).append(RouteRule(position, prefix, trunk, strip, prepend))
-    return {tenant_id: tuple(rules) for tenant_id, rules in routes.items()}
-
-
-def load_number_settings(db: sqlite_utils.Database) -> dict[int, NumberSettings]:
-    """Every tenant's number settings, by tenant id."""
-    rows = db.conn.execute(
-        "SELECT id, country_code, national_prefix, international_prefix FROM tenants"
-    )
-    return {
-        tenant_id: NumberSettings(cc, national, intl) for tenant_id, cc, national, intl in rows
-    }
-
-
-def record_health(
-    db: sqlite_utils.Database,
-    trunk_id: int,
-    at: float,
-    up: bool,
-    status: int | None,
-    rtt: float | None,
-) -> None:
-    """Store one OPTIONS ping result (written by the service; not audited: no
-    person changed anything). :class:`NotFoundError` for an unknown trunk."""
-    if status is not None and not 100 <= status <= 699:
-        raise InvalidInputError(f"invalid SIP status {status}: expected 100-699")
-    if rtt is not None and rtt < 0:
-        raise InvalidInputError("round-trip time must not be negative")
-    with write_transaction(db):
-        cursor = db.conn.execute(
-            "INSERT INTO trunk_health (tenant_id, trunk_id, at, up, status, rtt)"
-            " SELECT tenant_id, id, ?, ?, ?, ? FROM trunks WHERE id = ?",
-            (at, 1 if up else 0, status, rtt, trunk_id),
-        )
-        if cursor.rowcount != 1:
-            raise NotFoundError(f"no trunk with id {trunk_id}")
-
-
-def health(
-    scope: TenantScope, trunk_name: str, limit: int = DEFAULT_HEALTH_LIMIT
-) -> list[HealthSample]:
-    """The latest ``limit`` pings of one of the scope's trunks, newest first."""
-    if limit < 1:
-        raise InvalidInputError("limit must be 1 or more")
-    rows = scope.directory.db.conn.execute(
-        "SELECT h.at, h.up, h.status, h.rtt FROM trunk_health h"
-        " JOIN trunks t ON t.id = h.trunk_id AND t.tenant_id = h.tenant_id"
-        " WHERE h.tenant_id = ? AND t.name = ? ORDER BY h.at DESC, h.id DESC LIMIT ?",
-        (scope.tenant_id, trunk_name, limit),
-    )
-    samples = [HealthSample(at, bool(up), status, rtt) for at, up, status, rtt in rows]
-    if (
-        not samples
-        and not scope.directory.db.conn.execute(
-            "SELECT 1 FROM trunks WHERE tenant_id = ? AND name = ?", (scope.tenant_id, trunk_name)
-        ).fetchone()
-    ):
-        raise NotFoundError(f"no trunk {trunk_name!r} in this tenant")
-    return samples

@@ -19,6 +19,7 @@ from appliance.store.audit import Actor, records
 from appliance.store.database import open_database, write_transaction
 from appliance.store.migrations import MIGRATIONS, _statements, migrate
 from appliance.store.sealed import SealError, seal, unseal
+from appliance.store.sip_dialplan import load_dids, load_number_settings, load_routes, load_trunks
 from appliance.store.tenants import (
     ConflictError,
     Directory,
@@ -26,17 +27,8 @@ from appliance.store.tenants import (
     NotFoundError,
     Tenant,
 )
-from appliance.store.trunks import (
-    TrunkRepository,
-    TrunkSettings,
-    associated_data,
-    health,
-    load_dids,
-    load_number_settings,
-    load_routes,
-    load_trunks,
-    record_health,
-)
+from appliance.store.trunk_health import health, record_health
+from appliance.store.trunks import TrunkRepository, TrunkSettings, associated_data
 from tests.conftest import FakeClock
 
 KEY = bytes(range(32))
