@@ -1,0 +1,446 @@
+"""Calls through a tenant's trunk to a real carrier: Kamailio 5.6 as the
+carrier's SIP/TLS edge (its certificate issued here by a test CA, for
+``carrier.test``) and sipp as the telephone network behind it
+(:mod:`tests.integration.carrier`).
+
+- Out: a phone dials a national number; the appliance normalises it to
+  E.164, routes it to the trunk, opens a TLS connection to Kamailio,
+  verifies the chain against the trunk's CA bundle and the RFC 5922 identity
+  against ``--tls-domain``, answers Kamailio's 407 with the trunk's
+  credentials, and the call reaches the sipp UAS.
+- In: sipp calls a DID through Kamailio, which relays over TLS from an
+  address in the trunk's inbound networks; the DID's extension rings.
+- Refused: a carrier whose certificate does not carry the trunk's
+  ``--tls-domain`` is sent nothing, and the phone gets 503 at once.
+
+The appliance and its phone are on 127.0.0.1, Kamailio on 127.0.0.3, sipp on
+127.0.0.4: everything stays on 127.0.0.0/8. Every process a test starts is
+stopped by an :class:`~contextlib.ExitStack` (a ``finally``), and the logs of
+Kamailio, sipp and the appliance are printed at the end, which pytest shows
+only when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from twisted.logger import formatEvent
+
+from appliance.sip.message import Message
+from appliance.testing.sipclient import SipTestClient
+from appliance.testing.sipsocket import StreamPhone
+from tests.integration.carrier import (
+    CARRIER_DOMAIN,
+    CARRIER_IP,
+    NETWORK_IP,
+    CarrierPki,
+    CarrierPlan,
+    Kamailio,
+    Sipp,
+    cdr_export,
+    free_tcp_port,
+    issue_carrier_pki,
+    sipp_uac,
+    sipp_uas,
+    split_route_set,
+)
+from tests.integration.conftest import Running, SipInstance, telemancer
+from tests.integration.peers import free_udp_port, poll_until
+
+#: The trunk's Digest credentials at the carrier.
+TRUNK_USER = "acme"
+TRUNK_PASSWORD = "trunk-secret-acme"
+#: What the phone dials (a UK national number) and what the carrier must get.
+DIALLED = "01632960123"
+E164 = "+441632960123"
+#: A DID of the tenant, ringing extension 1001.
+DID = "+441632960999"
+#: The caller on the network behind the carrier.
+NETWORK_CALLER = "+447700900123"
+#: How long the inbound call is held up before sipp hangs up.
+HOLD_SECONDS = 1.0
+#: How quickly a refused carrier must turn into a final answer for the phone.
+REFUSAL_SECONDS = 5.0
+
+
+# -- setting up ------------------------------------------------------------------
+
+
+def _cli(instance: SipInstance, *argv: str, stdin: str | None = None) -> str:
+    result = telemancer("--config", str(instance.config), *argv, input=stdin)
+    assert result.returncode == 0, f"{argv}: {result.stderr}"
+    return result.stdout
+
+
+def _add_trunk(
+    instance: SipInstance,
+    pki: CarrierPki,
+    plan: CarrierPlan,
+    *,
+    tls_domain: str,
+    inbound: bool = False,
+) -> None:
+    """``trunk add`` as an operator runs it: TLS to Kamailio, its CA bundle and
+    identity, Digest credentials (password on stdin), optionally the carrier's
+    source network for inbound calls."""
+    argv = [
+        "trunk",
+        "add",
+        instance.domain,
+        "carrier",
+        "--host",
+        CARRIER_IP,
+        "--port",
+        str(plan.tls_port),
+        "--transport",
+        "tls",
+        "--tls-domain",
+        tls_domain,
+        "--ca-bundle",
+        str(pki.ca),
+        "--username",
+        TRUNK_USER,
+        "--password-stdin",
+    ]
+    if inbound:
+        argv += ["--inbound-network", f"{CARRIER_IP}/32"]
+    _cli(instance, *argv, stdin=TRUNK_PASSWORD + "\n")
+
+
+@pytest.fixture
+def carrier_plan(sip_instance: SipInstance, tmp_path: Path) -> tuple[CarrierPlan, CarrierPki]:
+    """Ports for Kamailio and sipp, and the carrier's certificate from a fresh test CA."""
+    plan = CarrierPlan(
+        tls_port=free_tcp_port(CARRIER_IP),
+        udp_port=free_udp_port(CARRIER_IP),
+        appliance_tls_port=sip_instance.tls_port,
+        uas_port=free_udp_port(NETWORK_IP),
+        username=TRUNK_USER,
+        password=TRUNK_PASSWORD,
+    )
+    return plan, issue_carrier_pki(tmp_path / "carrier-pki")
+
+
+def _start_kamailio(
+    stack: ExitStack, plan: CarrierPlan, pki: CarrierPki, directory: Path, env: dict[str, str]
+) -> Kamailio:
+    kamailio = Kamailio(directory, plan, pki, env=env)
+    stack.callback(lambda: print(f"--- kamailio\n{kamailio.tail(150)}"))
+    stack.callback(kamailio.stop)
+    kamailio.wait_ready()
+    return kamailio
+
+
+def _start_sipp(stack: ExitStack, sipp: Sipp) -> Sipp:
+    stack.callback(lambda: print(sipp.describe()))
+    stack.callback(sipp.stop)
+    return sipp
+
+
+def _start_appliance(stack: ExitStack, instance: SipInstance, env: dict[str, str]) -> Running:
+    """``telemancer run``; stopped at the end (exit status 0), then its log printed."""
+    running = Running(instance.config, env)
+    stack.callback(_print_log, running)
+    stack.callback(_stop, running)
+    running.wait_for("listening on")
+    return running
+
+
+def _stop(running: Running) -> None:
+    assert running.stop() == 0
+
+
+def _print_log(running: Running) -> None:
+    """Every event the stopped appliance logged, one line each."""
+    rest = b""
+    if running.process.stdout is not None:  # read to the end: the process has exited
+        while chunk := os.read(running.process.stdout.fileno(), 65536):
+            rest += chunk
+    lines = [json.loads(line) for line in rest.splitlines() if line.strip()]
+    print("--- appliance log")
+    for event in [*running.events, *lines]:
+        level = event.get("log_level", {}).get("name", "")
+        print(f"{level}: {formatEvent(event)}")
+
+
+# -- the phone -------------------------------------------------------------------
+
+
+@dataclass
+class Phone:
+    """Extension 1001, registered over TLS with the project's test phone."""
+
+    socket: StreamPhone
+    client: SipTestClient
+
+    def receive_final(self) -> tuple[Message, list[int]]:
+        """The next final response, and the statuses of the provisional ones before it."""
+        provisional: list[int] = []
+        while True:
+            message = self.socket.receive()
+            assert not message.is_request, message.wire
+            if message.status >= 200:
+                return message, provisional
+            provisional.append(message.status)
+
+    def call(self, dialled: str, call_id: str) -> tuple[Message, list[int]]:
+        """INVITE ``dialled``, answer the appliance's 407, and return the final
+        answer and the provisional statuses before it."""
+        self.socket.send(self.client.invite(dialled, call_id=call_id))
+        challenge = self.socket.receive()
+        assert challenge.status == 407, challenge.wire
+        authorization = self.client.authorization(
+            challenge, method="INVITE", uri=f"sip:{dialled}@{self.client.domain}"
+        )
+        self.socket.send(self.client.invite(dialled, call_id=call_id, authorization=authorization))
+        return self.receive_final()
+
+    def in_dialog(self, method: str, answer: Message) -> bytes:
+        """ACK or BYE in the dialog of ``answer``, routed by its whole Record-Route:
+        the UAC's route set is the reverse of its entries (sipp writes them as one
+        comma-separated header, which the test client would not split)."""
+        entries = split_route_set([f.value for f in answer.all("record-route")])
+        return self.client.in_dialog(method, answer, route=", ".join(reversed(entries)))
+
+
+def _register(stack: ExitStack, instance: SipInstance) -> Phone:
+    socket = StreamPhone("127.0.0.1", instance.tls_port, ca=instance.ca)
+    stack.callback(socket.close)
+    client = SipTestClient(
+        instance.extension, instance.domain, instance.password, transport="TLS", local=socket.local
+    )
+    socket.send(client.register())
+    challenge = socket.receive()
+    assert challenge.status == 401, challenge.wire
+    socket.send(client.register(authorization=client.authorization(challenge)))
+    answer = socket.receive()
+    assert answer.status == 200, answer.wire
+    return Phone(socket, client)
+
+
+# -- what is checked ---------------------------------------------------------------
+
+
+def _cdr(instance: SipInstance, call_id: str) -> dict[str, str]:
+    """The call's record as ``cdr export`` shows it (waiting for the service's write)."""
+    return poll_until(
+        lambda: next(
+            (r for r in cdr_export(instance.config, instance.domain) if r["call_id"] == call_id),
+            None,
+        ),
+        f"the call detail record of {call_id}",
+    )
+
+
+def _user(request_line: str) -> str:
+    """The user part of the Request-URI in a request line."""
+    uri = request_line.split(" ")[1]
+    return uri.split(":", 1)[1].split("@", 1)[0]
+
+
+# -- the tests -------------------------------------------------------------------
+
+
+def test_outbound_call_through_kamailio_to_a_sipp_uas(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A phone of acme.example (country code 44, route ``+44`` to the trunk
+    "carrier") dials the national number 01632960123. The appliance
+    normalises it to +441632960123, connects to Kamailio over TLS and accepts
+    its certificate (chain to the trunk's CA bundle, ``carrier.test`` from
+    ``--tls-domain``), is challenged with 407 by Kamailio and answers with the
+    trunk's Digest credentials; Kamailio accepts them (its log names user
+    acme) and relays the INVITE to the sipp UAS, which sees Request-URI user
+    +441632960123 and a P-Asserted-Identity naming extension 1001. The phone
+    gets 180 and 200; its ACK and BYE follow the route set through the
+    appliance and Kamailio to the UAS, which completes its scenario (exit 0).
+    The call detail record says outbound, trunk carrier, callee
+    +441632960123, answered, hung up by the caller."""
+    plan, pki = carrier_plan
+    domain = sip_instance.domain
+    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
+    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
+
+    with ExitStack() as stack:
+        kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
+        uas = _start_sipp(stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env))
+        _start_appliance(stack, sip_instance, child_env)
+        phone = _register(stack, sip_instance)
+
+        call_id = f"{secrets.token_hex(8)}@trunk-out"
+        answer, provisional = phone.call(DIALLED, call_id)
+        assert answer.status == 200, answer.wire
+        assert (answer.call_id, answer.cseq.method) == (call_id, "INVITE")
+        assert 180 in provisional, provisional
+        phone.socket.send(phone.in_dialog("ACK", answer))
+        poll_until(lambda: uas.received_requests("ACK") or None, "the ACK at the sipp UAS")
+        phone.socket.send(phone.in_dialog("BYE", answer))
+        bye_answer, _ = phone.receive_final()
+        assert (bye_answer.status, bye_answer.cseq.method) == (200, "BYE"), bye_answer.wire
+        assert uas.wait() == 0, uas.describe()
+
+        (invite,) = uas.received_requests("INVITE")
+        assert _user(invite.start_line) == E164, invite.start_line
+        assert invite.start_line == f"INVITE sip:{E164}@{CARRIER_DOMAIN} SIP/2.0"
+        assert invite.headers("P-Asserted-Identity") == [
+            f"<sip:{sip_instance.extension}@{domain}>"
+        ], invite.text
+        # Kamailio challenged the first INVITE (it came over TLS from the
+        # appliance) and let through only the one with the trunk's credentials.
+        invites = kamailio.received("INVITE")
+        assert len(invites) == 2, kamailio.tail()
+        assert all("from 127.0.0.1:" in line and "over tls" in line for line in invites)
+        (accepted,) = kamailio.authenticated()
+        assert f"authenticated {TRUNK_USER} for INVITE sip:{E164}@" in accepted, accepted
+        assert kamailio.received("ACK") and kamailio.received("BYE"), kamailio.tail()
+
+        record = _cdr(sip_instance, call_id)
+        assert (record["direction"], record["trunk"], record["callee"]) == (
+            "outbound",
+            "carrier",
+            E164,
+        )
+        assert (record["caller"], record["disposition"], record["final_status"]) == (
+            f"{sip_instance.extension}@{domain}",
+            "answered",
+            "200",
+        )
+        assert record["hangup_by"] == "caller"
+
+
+def test_inbound_call_from_kamailio_reaches_the_did(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """DID +441632960999 rings extension 1001; the trunk "carrier" admits
+    calls from 127.0.0.3/32. A sipp UAC on the network side calls the DID
+    through Kamailio, which relays the INVITE over TLS from 127.0.0.3 (the
+    appliance logs the connection and Kamailio's client certificate) with
+    Request-URI ``sip:+441632960999@<appliance>``. The appliance recognises
+    the carrier by the connection's source address (no Digest challenge), and
+    the phone registered as 1001 over TLS gets the INVITE from the caller's
+    number, rings and answers. The sipp UAC gets the 200, sends ACK and
+    (after holding the call) BYE along the route set, both reach the phone,
+    and sipp completes its call (exit 0). The call detail record says
+    inbound, trunk carrier, answered, hung up by the caller."""
+    plan, pki = carrier_plan
+    domain = sip_instance.domain
+    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
+    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN, inbound=True)
+    _cli(sip_instance, "did", "add", domain, DID, sip_instance.extension)
+
+    with ExitStack() as stack:
+        kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
+        running = _start_appliance(stack, sip_instance, child_env)
+        phone = _register(stack, sip_instance)
+        uac = _start_sipp(
+            stack,
+            sipp_uac(
+                tmp_path / "uac",
+                carrier=(CARRIER_IP, plan.udp_port),
+                did=DID,
+                caller=NETWORK_CALLER,
+                hold_seconds=HOLD_SECONDS,
+                env=child_env,
+            ),
+        )
+
+        invite = phone.socket.receive()
+        assert invite.method == "INVITE", invite.wire
+        assert invite.uri.startswith(f"sip:{sip_instance.extension}@"), invite.uri
+        assert f"<sip:{NETWORK_CALLER}@" in (invite.first("from") or ""), invite.wire
+        phone.socket.send(phone.client.answer(invite, 180, "Ringing"))
+        phone.socket.send(phone.client.answer(invite, 200, "OK"))
+        ack = phone.socket.receive()
+        assert (ack.method, ack.call_id) == ("ACK", invite.call_id), ack.wire
+        bye = phone.socket.receive()
+        assert (bye.method, bye.call_id) == ("BYE", invite.call_id), bye.wire
+        phone.socket.send(phone.client.answer(bye, 200, "OK"))
+        assert uac.wait() == 0, uac.describe()
+
+        certified = running.wait_for("client certificate on {flow}")
+        assert str(certified["flow"]).startswith(f"tls:{CARRIER_IP}:"), certified
+        assert certified["subject"] == CARRIER_DOMAIN, certified
+        (relayed,) = kamailio.received("INVITE")
+        assert f"from {NETWORK_IP}:" in relayed, relayed
+        assert kamailio.authenticated() == []
+
+        record = _cdr(sip_instance, invite.call_id)
+        assert (record["direction"], record["trunk"], record["disposition"]) == (
+            "inbound",
+            "carrier",
+            "answered",
+        )
+        assert record["caller"].startswith(f"{NETWORK_CALLER}@"), record
+        assert record["callee"] == f"{sip_instance.extension}@{domain}", record
+        assert (record["final_status"], record["hangup_by"]) == ("200", "caller")
+
+
+def test_a_carrier_presenting_the_wrong_identity_is_refused(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The trunk expects ``other.test`` but Kamailio's certificate (from the very
+    CA the trunk trusts) names ``carrier.test``: the chain verifies, the RFC
+    5922 identity check does not. The phone's call gets 100 then 503 within a
+    few seconds, and so does a second call right after it (each opens a new
+    connection, which fails verification again: nothing of the first attempt
+    holds the second). The appliance logs "failed verification" naming
+    other.test for each. Kamailio logs no SIP from the appliance and the sipp
+    UAS behind it receives nothing. The call detail records say outbound,
+    trunk carrier, failed with 503."""
+    plan, pki = carrier_plan
+    domain = sip_instance.domain
+    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
+    _add_trunk(sip_instance, pki, plan, tls_domain="other.test")
+    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
+
+    with ExitStack() as stack:
+        kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
+        uas = _start_sipp(stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env))
+        running = _start_appliance(stack, sip_instance, child_env)
+        phone = _register(stack, sip_instance)
+
+        call_ids = [f"{secrets.token_hex(8)}@trunk-refused-{n}" for n in (1, 2)]
+        for call_id in call_ids:
+            started = time.monotonic()
+            answer, provisional = phone.call(DIALLED, call_id)
+            elapsed = time.monotonic() - started
+            assert (answer.status, answer.call_id) == (503, call_id), answer.wire
+            assert elapsed < REFUSAL_SECONDS, f"503 only after {elapsed:.1f}s"
+            assert provisional == [100], provisional
+            failed = running.wait_for("carrier {domain} at {flow} failed verification")
+            assert failed["domain"] == "other.test", failed
+            assert failed["flow"] == f"tls:{CARRIER_IP}:{plan.tls_port}", failed
+            assert "other.test is not among" in str(failed["reason"]), failed
+
+        for call_id in call_ids:
+            record = _cdr(sip_instance, call_id)
+            assert (record["direction"], record["trunk"], record["callee"]) == (
+                "outbound",
+                "carrier",
+                E164,
+            )
+            assert (record["disposition"], record["final_status"]) == ("failed", "503")
+        # Checked once both calls have ended and their records are written:
+        # nothing reached Kamailio's SIP layer (only the test's readiness probe,
+        # from the network side), so nothing could reach the UAS.
+        (probe,) = kamailio.requests()
+        assert f"OPTIONS sip:{CARRIER_DOMAIN} from {NETWORK_IP}:" in probe, kamailio.tail()
+        assert uas.process.process.poll() is None, uas.describe()
+        assert uas.traced() == [], uas.describe()
