@@ -91,6 +91,9 @@ class Call:
     branches: list[str] = field(default_factory=list)
     #: Who cancelled it before it was answered (the caller's CANCEL, or our Timer C).
     cancelled_by: HangupBy | None = None
+    #: Added to the caller's CSeq numbers toward the callee: one for each time we
+    #: re-sent the INVITE to answer a carrier's challenge.
+    callee_cseq_offset: int = 0
 
     def end(
         self,

@@ -24,8 +24,10 @@ def strip_for_forwarding(message: Message, rewrite: Rewrite, *, keep_routes: boo
             rewrite.remove(route)
 
 
-def without_top_via(message: Message) -> bytes:
-    """A response with our Via removed, for the next hop up."""
+def without_top_via(message: Message, cseq: str | None = None) -> bytes:
+    """A response with our Via removed, for the next hop up; ``cseq`` (the
+    request's own, as it reached us) replaces the CSeq when we re-sent the
+    request with another number (answering a carrier's challenge)."""
     first = message.all("via")[0]
     values = [v.strip() for v in first.value.split(",")]
     rewrite = Rewrite(message)
@@ -33,7 +35,18 @@ def without_top_via(message: Message) -> bytes:
         rewrite.replace(first, ", ".join(values[1:]))
     else:
         rewrite.remove(first)
+    cseq_fields = message.all("cseq")
+    if cseq is not None and cseq_fields and cseq_fields[0].value != cseq:
+        rewrite.replace(cseq_fields[0], cseq)
     return rewrite.to_bytes()
+
+
+def with_cseq(message: Message, rewrite: Rewrite, offset: int) -> None:
+    """Shift a request's CSeq number by ``offset`` (kept per call leg once we had
+    to re-send its INVITE with the next number)."""
+    if offset:
+        field_ = message.all("cseq")[0]
+        rewrite.replace(field_, f"{message.cseq.number + offset} {message.cseq.method}")
 
 
 def ack_for_failure(request: Message, response_raw: bytes) -> bytes:

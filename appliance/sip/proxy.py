@@ -38,6 +38,7 @@ from appliance.sip.forwarding import (
     strip_for_forwarding,
     synthetic_timeout,
     with_credentials,
+    with_cseq,
     without_top_via,
 )
 from appliance.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_commas
@@ -453,6 +454,7 @@ class Proxy:
         if authorized is None:
             return []
         upstream.branches.remove(branch.id)
+        call.callee_cseq_offset += 1
         return self._start_branch(
             call, upstream, branch.flow, authorized, now, trunk, authenticated=True
         )
@@ -474,6 +476,8 @@ class Proxy:
             raise SipError(480, "Temporarily Unavailable")
         source.cseq = max(source.cseq, message.cseq.number)
         rewrite = Rewrite(message)
+        if source is call.caller_leg:
+            with_cseq(message, rewrite, call.callee_cseq_offset)
         self._pop_our_routes(message, rewrite)
         strip_for_forwarding(message, rewrite, keep_routes=True)
         branch_id = self._branch_id()
@@ -660,7 +664,7 @@ class Proxy:
             return []
         self._touched.add(("upstream", upstream.key))
         status = message.status
-        upward = without_top_via(message)
+        upward = without_top_via(message, cseq=upstream.message.first("cseq"))
         call = branch.call
         actions: list[Action] = []
         if status < 200:

@@ -132,9 +132,12 @@ def test_the_carriers_challenge_is_answered_with_the_trunk_credentials() -> None
     assert retried.cseq.number == invite.cseq.number + 1
     assert retried.vias[0].branch != invite.vias[0].branch
     answer = _only(_send_carrier(edge, CARRIER_PHONE.answer(retried, 200, "OK")), alice.flow)
-    assert answer.status == 200
+    assert answer.status == 200 and answer.cseq.number == invite.cseq.number
+    ack = _only(_send(edge, alice, alice.client.in_dialog("ACK", answer)), CARRIER)
+    assert ack.cseq.number == retried.cseq.number
     bye = _send(edge, alice, alice.client.in_dialog("BYE", answer), NOW + 10)
-    assert _only(bye, CARRIER).method == "BYE"
+    forwarded_bye = _only(bye, CARRIER)
+    assert forwarded_bye.method == "BYE" and forwarded_bye.cseq.number > retried.cseq.number
     (ended,) = _records(bye)
     assert (ended.record.direction, ended.record.trunk) == ("outbound", "carrier")
 
