@@ -42,7 +42,7 @@ from appliance.sip.forwarding import (
     without_top_via,
 )
 from appliance.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_commas
-from appliance.sip.message import Message, Rewrite, parse_datagram
+from appliance.sip.message import Message, Rewrite, header_name, parse_datagram
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal, Outbound, from_carrier, from_phone
@@ -126,6 +126,7 @@ class _Upstream:
     branches: list[str] = field(default_factory=list)
     best: tuple[int, bytes] | None = None
     answered: bool = False
+    challenges: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Proxy:
@@ -187,11 +188,19 @@ class Proxy:
             return _sends(upstream.flow, upstream.server.receive_request(message.wire, now))
         if message.method == "CANCEL":
             return self._cancel(message, flow, now)
+        if self._looped(message):
+            raise SipError(482, "Loop Detected")
         if message.to.tag is not None:
             return self._in_dialog(message, flow, now)
         if message.method != "INVITE":
             raise SipError(405, "Method Not Allowed", (("Allow", "INVITE, ACK, CANCEL, BYE"),))
         return self._invite(message, flow, now)
+
+    def _looped(self, message: Message) -> bool:
+        """§16.3 step 4: a request carrying a Via we put there has come back to us.
+        (We never forward to ourselves, so there are no legitimate spirals.)"""
+        prefix = f"z9hg4bk-tm{self._salt}-"
+        return any((via.branch or "").lower().startswith(prefix) for via in message.vias)
 
     def _invite(self, message: Message, flow: Flow, now: float) -> list[Action]:
         carrier = self.directory.carrier_for(
@@ -406,7 +415,8 @@ class Proxy:
             for field_ in message.all("p-asserted-identity") + message.all("remote-party-id"):
                 rewrite.remove(field_)
             rewrite.insert_first("P-Asserted-Identity", asserted)
-        for rr in reversed(self._record_routes(upstream.flow, target)):
+        # Edits at one offset keep their order: the first inserted stays on top.
+        for rr in self._record_routes(upstream.flow, target):
             rewrite.insert_first("Record-Route", rr)
         rewrite.insert_first("Via", self._via(target, branch_id))
         return self._start_branch(call, upstream, target, rewrite.to_bytes(), now, trunk)
@@ -699,6 +709,10 @@ class Proxy:
             return actions + _sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
+        if status in (401, 407):
+            # §16.7 step 7: every branch's challenge goes up with the best answer.
+            name = "www-authenticate" if status == 401 else "proxy-authenticate"
+            upstream.challenges += [(name, f.value) for f in message.all(name)]
         if upstream.best is None or _better(status, upstream.best[0]):
             upstream.best = (status, upward)
         if status >= 600:
@@ -709,6 +723,8 @@ class Proxy:
         if (pending and status < 600) or upstream.answered:
             return actions
         best_status, best = upstream.best
+        if best_status in (401, 407) and upstream.challenges:
+            best = _with_challenges(best, upstream.challenges)
         if call is not None:
             actions += self._ended(call, now, status=best_status, hangup_by=call.cancelled_by)
         return actions + _sends(
@@ -954,3 +970,15 @@ def _better(status: int, best: int) -> bool:
 def _method(request: bytes) -> str:
     """The method of a request we built or forwarded (its first word)."""
     return request.split(b" ", 1)[0].decode("latin-1")
+
+
+def _with_challenges(response_bytes: bytes, challenges: list[tuple[str, str]]) -> bytes:
+    """The best 401/407 carrying every branch's challenge, each once."""
+    answer = parse_datagram(response_bytes)
+    present = {(f.name, f.value) for f in answer.fields}
+    rewrite = Rewrite(answer)
+    for name, value in challenges:
+        if (name, value) not in present:
+            present.add((name, value))
+            rewrite.insert_first(header_name(name), value)
+    return rewrite.to_bytes()

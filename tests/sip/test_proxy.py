@@ -387,3 +387,66 @@ def test_ring_timeout_cancels_once_and_the_timer_moves_on() -> None:
     due = edge.next_timer()
     assert due is not None and due > NOW + 180
     assert _to(edge.handle_timer(NOW + 180), bob.flow) == []
+
+
+def test_a_request_that_comes_back_is_a_loop() -> None:
+    """An INVITE carrying one of our own branches has looped back: 482."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    forwarded = _only(_dial(edge, alice, "1002"), bob.flow)
+    looped = forwarded.wire.replace(
+        b"INVITE sip:1002@127.0.0.20:5064", b"INVITE sip:1002@acme.example"
+    )
+    assert _only(_send(edge, bob, looped), bob.flow).status == 482
+
+
+def test_challenges_of_every_branch_go_up_together() -> None:
+    """When the best answer is a 401, the challenges of all challenging branches are
+    combined into it (§16.7 step 7)."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    for phone, realm in ((desk, "desk.example"), (mobile, "mobile.example")):
+        invite = _only(actions, phone.flow)
+        challenge = phone.client.answer(invite, 401, "Unauthorized").replace(
+            b"Contact:",
+            f'WWW-Authenticate: Digest realm="{realm}", nonce="n"\r\nContact:'.encode(),
+        )
+        answered = _send(edge, phone, challenge)
+    up = _only(answered, alice.flow)
+    assert up.status == 401
+    realms = sorted(f.value for f in up.all("www-authenticate"))
+    assert realms == [
+        'Digest realm="desk.example", nonce="n"',
+        'Digest realm="mobile.example", nonce="n"',
+    ]
+
+
+def test_bridged_transports_get_two_record_routes() -> None:
+    """A call from a TLS phone to a phone registered over UDP carries two Record-Route
+    entries (RFC 5658): the callee sees our UDP face first, the caller our TLS one."""
+    tenants = [TenantEntry(1, DOMAIN, "active", 10, 5)]
+    extensions = [
+        ExtensionEntry(11, 1, "1001", _ha1("1001", DOMAIN)),
+        ExtensionEntry(12, 1, "1002", _ha1("1002", DOMAIN)),
+    ]
+    verifier = digest.DigestVerifier(digest.NonceFactory(b"k" * 32, 300))
+    addresses = [PROXY, ProxyAddress("udp", "10.0.0.1", 5060)]
+    edge = SipEdge(
+        SipDirectory(tenants, extensions), verifier, Registrar(), Blocklist(), addresses
+    )
+    alice = _phone(edge, "1001", 5062)
+    udp_flow = Flow("udp", ("127.0.0.30", 5070))
+    client = SipTestClient("1002", DOMAIN, "pw-1002", local=udp_flow.remote)
+    challenge = _only(
+        edge.message_received(parse_datagram(client.register()), udp_flow, NOW), udp_flow
+    )
+    auth = client.authorization(challenge)
+    edge.message_received(parse_datagram(client.register(authorization=auth)), udp_flow, NOW)
+    invite = _only(_dial(edge, alice, "1002"), udp_flow)
+    assert [f.value for f in invite.all("record-route")] == [
+        "<sip:10.0.0.1:5060;transport=udp;lr>",
+        "<sip:127.0.0.1:5061;transport=tls;lr>",
+    ]
+    assert invite.vias[0].transport == "UDP"
