@@ -32,7 +32,7 @@ from appliance.secrets import derive_key
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.digest import DigestVerifier, NonceFactory
 from appliance.sip.edge import SipEdge
-from appliance.sip.proxy import ProxyAddress
+from appliance.sip.proxy_address import ProxyAddress
 from appliance.sip.registrar import Registrar
 from appliance.sipservice import SipService
 from appliance.store import open_directory

@@ -30,13 +30,10 @@ from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
 from appliance.sip.grammar import SipUri, parse_sip_uri
 from appliance.sip.message import Message, parse_datagram
-from appliance.sip.proxy import (
-    DEFAULT_MAX_CALL_SECONDS,
-    BlockedError,
-    Proxy,
-    ProxyAddress,
-    quota_refusal,
-)
+from appliance.sip.proxy import DEFAULT_MAX_CALL_SECONDS, Proxy
+from appliance.sip.proxy_address import ProxyAddress
+from appliance.sip.proxy_auth import BlockedError
+from appliance.sip.quota import quota_refusal
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.transaction import (

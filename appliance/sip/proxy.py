@@ -14,49 +14,45 @@ step failing closed with the SIP status the edge answers:
 
 In-dialog requests follow the Record-Route we inserted: they are matched to
 their call by Call-ID and tags and sent over the other leg's flow.
+
+This module holds the :class:`Proxy` and the order of its work; the records it
+keeps are in ``proxy_state``, and the parts that read on their own beside it
+in ``proxy_auth`` (step 1), ``proxy_address`` (step 2, Via and Record-Route),
+``quota`` (step 4), ``carriers`` (trunks), ``in_dialog`` and ``deadlines``.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from appliance.sip import digest
-from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send, TrunkHealth
-from appliance.sip.blocklist import Blocklist, BlockStarted
+from appliance.sip.actions import Action, CallEnded, QuotaRefused, Send
+from appliance.sip.blocklist import Blocklist
+from appliance.sip.call_parties import call_parties
 from appliance.sip.calls import Admission, Call, Leg
-from appliance.sip.cdr import Direction
+from appliance.sip.carriers import ping_branch, pinged, toward_carrier, with_trunk_credentials
+from appliance.sip.deadlines import Deadlines
 from appliance.sip.dialplan import TrunkEntry
-from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
+from appliance.sip.directory import SipDirectory
 from appliance.sip.errors import SipError
+from appliance.sip.forking import cancel_branch, forked_invite, invite_branch
 from appliance.sip.forwarding import (
-    ack_for_failure,
-    cancel_for,
     strip_for_forwarding,
     synthetic_timeout,
-    with_credentials,
     with_cseq,
     without_top_via,
 )
-from appliance.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_commas
-from appliance.sip.message import Message, Rewrite, header_name, parse_datagram
+from appliance.sip.in_dialog import bye_request, dialog_legs, dialog_transactions
+from appliance.sip.message import Message, Rewrite
+from appliance.sip.proxy_address import ProxyAddress, pop_our_routes, record_routes, via
+from appliance.sip.proxy_state import Branch, Upstream, live_call, method_of, sends, server_key
+from appliance.sip.quota import QuotaError, record_refused_call
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
-from appliance.sip.routing import Internal, Outbound, from_carrier, from_phone
-from appliance.sip.transaction import (
-    MAGIC_COOKIE,
-    DeliverResponse,
-    InviteClientTransaction,
-    InviteServerTransaction,
-    NonInviteClientTransaction,
-    NonInviteServerTransaction,
-    State,
-    Timeout,
-    Transmit,
-)
+from appliance.sip.routing import Internal
+from appliance.sip.transaction import DeliverResponse, InviteServerTransaction, State, Timeout
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
 RING_TIMEOUT_SECONDS = 180.0
@@ -71,62 +67,6 @@ CARRIER_PREFIX = "trunk-"
 IN_DIALOG_METHODS = frozenset(
     {"ACK", "BYE", "INVITE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS"}
 )
-
-
-class BlockedError(Exception):
-    """The request's credentials tripped the brute-force rule: answer nothing."""
-
-    def __init__(self, started: BlockStarted) -> None:
-        super().__init__(started.ip)
-        self.started = started
-
-
-@dataclass(frozen=True)
-class ProxyAddress:
-    """Where phones reach the proxy on one transport (for Via and Record-Route)."""
-
-    transport: str
-    host: str
-    port: int
-
-    def uri(self) -> str:
-        """Our Record-Route URI on this transport (RFC 3261 §16.6 step 4, loose routing)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"sip:{host}:{self.port};transport={self.transport};lr"
-
-
-@dataclass
-class _Branch:
-    """One fork of an INVITE (or one forwarded non-INVITE request)."""
-
-    id: str
-    flow: Flow
-    request: bytes
-    transaction: InviteClientTransaction | NonInviteClientTransaction
-    call: Call | None
-    upstream: _Upstream | None
-    final: int = 0
-    provisional: bool = False
-    cancelled: bool = False
-    #: Set on a branch toward a carrier: whose credentials answer its challenge.
-    trunk: TrunkEntry | None = None
-    authenticated: bool = False
-    #: Set on an OPTIONS ping: which trunk, and when it was sent.
-    ping: tuple[int, float] | None = None
-
-
-@dataclass
-class _Upstream:
-    """The request as it reached us: where answers go back to."""
-
-    message: Message
-    flow: Flow
-    server: InviteServerTransaction | NonInviteServerTransaction
-    key: tuple[str, str, str]
-    branches: list[str] = field(default_factory=list)
-    best: tuple[int, bytes] | None = None
-    answered: bool = False
-    challenges: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Proxy:
@@ -157,13 +97,14 @@ class Proxy:
         self.trunk_down: set[int] = set()
         #: Client-certificate fingerprints by connection, for identifying carriers.
         self.certificates: dict[str, str] = {}
-        self._branches: dict[str, _Branch] = {}
-        self._upstream: dict[tuple[str, str, str], _Upstream] = {}
+        self._branches: dict[str, Branch] = {}
+        self._upstream: dict[tuple[str, str, str], Upstream] = {}
         self._ids = itertools.count(1)
         self._salt = secrets.token_hex(4)
-        # Deadlines, soonest first: (when, sequence, kind, key). Entries go stale
-        # when their object moves on; they are checked when they come up.
-        self._heap: list[tuple[float, int, str, object]] = []
+        # Deadlines of branches, server transactions and calls, soonest first.
+        # Entries go stale when their object moves on; they are checked when
+        # they come up (:meth:`_due`).
+        self._deadlines = Deadlines(self._ids)
         self._touched: set[tuple[str, object]] = set()
 
     # -- requests -----------------------------------------------------------
@@ -176,16 +117,16 @@ class Proxy:
             self._schedule_touched()
 
     def _request(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        key = self._server_key(message)
+        key = server_key(message)
         if message.method == "ACK":
-            invite = self._upstream.get(self._server_key(message, method="INVITE"))
+            invite = self._upstream.get(server_key(message, method="INVITE"))
             if invite is not None and isinstance(invite.server, InviteServerTransaction):
                 self._touched.add(("upstream", invite.key))
-                return _sends(invite.flow, invite.server.receive_ack(now))
+                return sends(invite.flow, invite.server.receive_ack(now))
         if key in self._upstream:
             upstream = self._upstream[key]
             self._touched.add(("upstream", key))
-            return _sends(upstream.flow, upstream.server.receive_request(message.wire, now))
+            return sends(upstream.flow, upstream.server.receive_request(message.wire, now))
         if message.method == "CANCEL":
             return self._cancel(message, flow, now)
         if self._looped(message):
@@ -203,30 +144,18 @@ class Proxy:
         return any((via.branch or "").lower().startswith(prefix) for via in message.vias)
 
     def _invite(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        carrier = self.directory.carrier_for(
-            flow.remote[0], self.certificates.get(flow.connection)
+        parties = call_parties(
+            message,
+            flow,
+            now,
+            directory=self.directory,
+            verifier=self.verifier,
+            blocklist=self.blocklist,
+            addresses=self.addresses,
+            certificate=self.certificates.get(flow.connection),
+            trunk_down=self.trunk_down,
         )
-        uri = parse_sip_uri(message.uri)
-        direction: Direction
-        trunk_name: str | None
-        if carrier is not None:
-            self._check_request_uri(message, uri)
-            tenant = self._tenant_of(carrier.tenant_id)
-            decision: Internal | Outbound = from_carrier(self.directory, carrier, uri.user)
-            from_uri = _sip(message.from_.uri)
-            caller_aor = f"{from_uri.user}@{from_uri.host}" if from_uri else message.from_.uri
-            direction, trunk_name = "inbound", carrier.name
-        else:
-            tenant, caller = self._authenticate(message, flow, now)
-            self._check_request_uri(message, uri)
-            if uri.host.lower() != tenant.domain:
-                if self.directory.tenant(uri.host) is not None:
-                    raise SipError(403, "Forbidden (calls between tenants are not allowed)")
-                raise SipError(403, "Forbidden (no route to that domain)")
-            decision = from_phone(self.directory, tenant, uri.user, self._usable_trunks())
-            caller_aor = f"{caller.number}@{tenant.domain}"
-            direction = "internal" if isinstance(decision, Internal) else "outbound"
-            trunk_name = decision.trunk.name if isinstance(decision, Outbound) else None
+        tenant, decision, caller_aor = parties.tenant, parties.decision, parties.caller
         if isinstance(decision, Internal):
             callee_aor = f"{decision.extension.number}@{tenant.domain}"
             targets = [
@@ -244,121 +173,48 @@ class Proxy:
         call_id = message.call_id
         if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
             limit = tenant.max_concurrent_calls
-            raise _QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit, direction)
+            raise QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit, parties.direction)
         contact = message.contacts[0].uri if message.contacts else ""
         call = Call(
             tenant_id=tenant.id,
             call_id=call_id,
             caller=caller_aor,
             callee=callee_aor,
-            direction=direction,
+            direction=parties.direction,
             setup_at=now,
             caller_leg=Leg(flow, message.from_.tag, contact, message.cseq.number),
             deadline=now + self.max_call_seconds,
-            trunk=trunk_name,
+            trunk=parties.trunk_name,
         )
         self.calls[call_id] = call
-        self._push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
-        self._push(call.deadline, "deadline", call_id)
+        self._deadlines.push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
+        self._deadlines.push(call.deadline, "deadline", call_id)
         server = InviteServerTransaction(reliable=flow.transport != "udp", now=now)
-        key = self._server_key(message)
-        upstream = _Upstream(message, flow, server, key)
+        key = server_key(message)
+        upstream = Upstream(message, flow, server, key)
         self._upstream[key] = upstream
         self._touched.add(("upstream", key))
-        actions: list[Action] = [_live(call)]
+        actions: list[Action] = [live_call(call)]
         server.receive_request(message.wire, now)
         trying = response(message, 100, "Trying", source=flow.remote)
-        actions += _sends(flow, server.send_response(100, trying, now))
+        actions += sends(flow, server.send_response(100, trying, now))
         if isinstance(decision, Internal):
             for binding in targets:
                 actions += self._fork(call, upstream, binding.flow, binding.contact, now)
         else:
-            trunk = decision.trunk
-            host = trunk.tls_domain if trunk.transport == "tls" else trunk.host
-            identity = (
-                trunk.caller_id if trunk.caller_id_mode == "fixed" else caller_aor.split("@")[0]
+            request_uri, asserted = toward_carrier(
+                decision.trunk, decision.number, caller_aor, tenant.domain
             )
             actions += self._fork(
                 call,
                 upstream,
                 carrier_flows[0],
-                f"sip:{decision.number}@{host}",
+                request_uri,
                 now,
-                trunk=trunk,
-                asserted=f"<sip:{identity}@{tenant.domain}>",
+                trunk=decision.trunk,
+                asserted=asserted,
             )
         return actions
-
-    def _tenant_of(self, tenant_id: int) -> TenantEntry:
-        tenant = self.directory.tenant_by_id(tenant_id)
-        if tenant is None or not tenant.active:
-            raise SipError(403, "Forbidden (tenant not active)")
-        return tenant
-
-    def _check_request_uri(self, message: Message, uri: SipUri) -> None:
-        """No ``maddr``, and a pre-loaded Route may only name us: no open relay."""
-        if uri.params.has("maddr"):
-            raise SipError(403, "Forbidden (maddr is not honoured)")
-        for route in message.routes:
-            route_uri = _sip(route.uri)
-            if route_uri is None or not self._is_us(route_uri):
-                raise SipError(403, "Forbidden (Route to elsewhere)")
-
-    def _usable_trunks(self) -> set[str] | None:
-        """Trunk names whose carrier answers our pings (None: no ping yet, all usable)."""
-        if not self.trunk_down:
-            return None
-        return {t.name for t in self.directory.trunks() if t.id not in self.trunk_down}
-
-    def _authenticate(
-        self, message: Message, flow: Flow, now: float
-    ) -> tuple[TenantEntry, ExtensionEntry]:
-        """The caller's tenant and extension, from Proxy-Authorization (407 if absent)."""
-        from_uri = _sip(message.from_.uri)
-        tenant = self.directory.tenant(from_uri.host) if from_uri else None
-        if from_uri is None or tenant is None or not tenant.active or not from_uri.user:
-            raise SipError(403, "Forbidden (From is not an extension served here)")
-        credentials = None
-        for field_ in message.all("proxy-authorization"):
-            try:
-                parsed = digest.parse_credentials(field_.value)
-            except digest.DigestParseError:
-                raise SipError(400, "Bad Request (malformed Proxy-Authorization)") from None
-            if (
-                isinstance(parsed, digest.Credentials)
-                and parsed.params.get("realm") == tenant.domain
-            ):
-                credentials = parsed
-        if credentials is None:
-            raise self._challenge(tenant, flow, now, stale=False)
-        extension = self.directory.extension(tenant.id, credentials.username or "")
-        result = self.verifier.verify(
-            credentials,
-            message.method,
-            extension.ha1 if extension else None,
-            tenant.domain,
-            now=now,
-            source_ip=flow.remote[0],
-        )
-        if result.outcome is digest.AuthOutcome.STALE:
-            raise self._challenge(tenant, flow, now, stale=True)
-        if result.outcome is not digest.AuthOutcome.OK or extension is None:
-            if result.reason is digest.FailureReason.CREDENTIALS:
-                started = self.blocklist.record_failure(flow.remote[0], now)
-                if started is not None:
-                    raise BlockedError(started)
-            raise self._challenge(tenant, flow, now, stale=False)
-        self.blocklist.record_success(flow.remote[0], now)
-        if extension.number != from_uri.user:
-            raise SipError(403, "Forbidden (credentials are for another extension)")
-        return tenant, extension
-
-    def _challenge(self, tenant: TenantEntry, flow: Flow, now: float, *, stale: bool) -> SipError:
-        values = self.verifier.challenge(
-            tenant.domain, now=now, source_ip=flow.remote[0], stale=stale
-        )
-        headers = tuple(("Proxy-Authenticate", value) for value in values)
-        return SipError(407, "Proxy Authentication Required", headers)
 
     def _reachable(self, flow: Flow) -> bool:
         """UDP flows always; a TLS/TCP flow while its connection is up, and a
@@ -369,36 +225,15 @@ class Proxy:
             or flow.connection.startswith(CARRIER_PREFIX)
         )
 
-    def _is_us(self, uri: SipUri) -> bool:
-        return any(
-            uri.host.strip("[]").lower() == a.host.lower() and (uri.port or 5060) == a.port
-            for a in self.addresses.values()
-        ) or (uri.user is None and self.directory.tenant(uri.host) is not None)
-
     # -- forwarding ---------------------------------------------------------
 
     def _branch_id(self) -> str:
         return f"z9hG4bK-tm{self._salt}-{next(self._ids)}"
 
-    def _via(self, flow: Flow, branch: str) -> str:
-        address = self.addresses.get(flow.transport) or next(iter(self.addresses.values()))
-        host = f"[{address.host}]" if ":" in address.host else address.host
-        return f"SIP/2.0/{flow.transport.upper()} {host}:{address.port};branch={branch}"
-
-    def _record_routes(self, inbound: Flow, outbound: Flow) -> list[str]:
-        """Our Record-Route entries, top first: two when the legs differ in
-        transport (RFC 5658), so each side sees the interface it talks to."""
-        near = self.addresses.get(outbound.transport)
-        far = self.addresses.get(inbound.transport)
-        uris = [a.uri() for a in (near, far) if a is not None]
-        return [f"<{uri}>" for uri in dict.fromkeys(uris)] or [
-            f"<{next(iter(self.addresses.values())).uri()}>"
-        ]
-
     def _fork(
         self,
         call: Call,
-        upstream: _Upstream,
+        upstream: Upstream,
         target: Flow,
         request_uri: str,
         now: float,
@@ -408,23 +243,19 @@ class Proxy:
     ) -> list[Action]:
         """Send one branch of the INVITE to ``request_uri`` over ``target``."""
         branch_id = self._branch_id()
-        message = upstream.message
-        rewrite = Rewrite(message).replace_start_line(f"INVITE {request_uri} SIP/2.0")
-        strip_for_forwarding(message, rewrite)
-        if asserted is not None:
-            for field_ in message.all("p-asserted-identity") + message.all("remote-party-id"):
-                rewrite.remove(field_)
-            rewrite.insert_first("P-Asserted-Identity", asserted)
-        # Edits at one offset keep their order: the first inserted stays on top.
-        for rr in self._record_routes(upstream.flow, target):
-            rewrite.insert_first("Record-Route", rr)
-        rewrite.insert_first("Via", self._via(target, branch_id))
-        return self._start_branch(call, upstream, target, rewrite.to_bytes(), now, trunk)
+        data = forked_invite(
+            upstream.message,
+            request_uri,
+            via=via(self.addresses, target, branch_id),
+            record_routes=record_routes(self.addresses, upstream.flow, target),
+            asserted=asserted,
+        )
+        return self._start_branch(call, upstream, target, data, now, trunk)
 
     def _start_branch(
         self,
         call: Call,
-        upstream: _Upstream,
+        upstream: Upstream,
         target: Flow,
         data: bytes,
         now: float,
@@ -432,35 +263,20 @@ class Proxy:
         *,
         authenticated: bool = False,
     ) -> list[Action]:
-        request = parse_datagram(data)
-        transaction = InviteClientTransaction(
-            data,
-            reliable=target.transport != "udp",
-            now=now,
-            ack_for=lambda raw: ack_for_failure(request, raw),
-        )
-        branch_id = request.vias[0].branch or ""
-        branch = _Branch(branch_id, target, data, transaction, call, upstream)
+        branch = invite_branch(data, target, call, upstream, now)
         branch.trunk, branch.authenticated = trunk, authenticated
-        self._branches[branch_id] = branch
-        self._touched.add(("branch", branch_id))
-        upstream.branches.append(branch_id)
-        call.branches.append(branch_id)
-        return _sends(target, transaction.start(now))
+        self._branches[branch.id] = branch
+        self._touched.add(("branch", branch.id))
+        upstream.branches.append(branch.id)
+        call.branches.append(branch.id)
+        return sends(target, branch.transaction.start(now))
 
-    def _answer_carrier(self, branch: _Branch, challenge: Message, now: float) -> list[Action]:
+    def _answer_carrier(self, branch: Branch, challenge: Message, now: float) -> list[Action]:
         """Answer a carrier's 401/407 with the trunk's credentials, once, on a new
         branch that replaces the challenged one."""
         trunk, upstream, call = branch.trunk, branch.upstream, branch.call
         assert trunk is not None and upstream is not None and call is not None
-        credentials = trunk.credentials
-        authorized = (
-            with_credentials(
-                parse_datagram(branch.request), challenge, credentials, self._branch_id()
-            )
-            if credentials
-            else None
-        )
+        authorized = with_trunk_credentials(branch.request, trunk, challenge, self._branch_id)
         if authorized is None:
             return []
         upstream.branches.remove(branch.id)
@@ -475,23 +291,17 @@ class Proxy:
             if message.method == "ACK":
                 return []
             raise SipError(481, "Call/Transaction Does Not Exist")
-        from_tag = message.from_.tag
-        if from_tag == call.caller_leg.tag and flow.remote[0] == call.caller_leg.flow.remote[0]:
-            source, target = call.caller_leg, call.callee_leg
-        elif from_tag == call.callee_leg.tag and flow.remote[0] == call.callee_leg.flow.remote[0]:
-            source, target = call.callee_leg, call.caller_leg
-        else:
-            raise SipError(481, "Call/Transaction Does Not Exist")
+        source, target = dialog_legs(call.caller_leg, call.callee_leg, message, flow)
         if not self._reachable(target.flow):
             raise SipError(480, "Temporarily Unavailable")
         source.cseq = max(source.cseq, message.cseq.number)
         rewrite = Rewrite(message)
         if source is call.caller_leg:
             with_cseq(message, rewrite, call.callee_cseq_offset)
-        self._pop_our_routes(message, rewrite)
+        pop_our_routes(self.addresses, self.directory, message, rewrite)
         strip_for_forwarding(message, rewrite, keep_routes=True)
         branch_id = self._branch_id()
-        rewrite.insert_first("Via", self._via(target.flow, branch_id))
+        rewrite.insert_first("Via", via(self.addresses, target.flow, branch_id))
         data = rewrite.to_bytes()
         actions: list[Action] = []
         if message.method == "BYE":
@@ -499,56 +309,25 @@ class Proxy:
             actions += self._ended(call, now, status=200, hangup_by=hangup)
         if message.method == "ACK":
             return [*actions, Send(target.flow, data)]
-        reliable_down = target.flow.transport != "udp"
-        reliable_up = flow.transport != "udp"
-        transaction: InviteClientTransaction | NonInviteClientTransaction
-        server: InviteServerTransaction | NonInviteServerTransaction
-        if message.method == "INVITE":  # a re-INVITE: hold, codec change, refresh
-            forwarded = parse_datagram(data)
-            transaction = InviteClientTransaction(
-                data,
-                reliable=reliable_down,
-                now=now,
-                ack_for=lambda raw: ack_for_failure(forwarded, raw),
-            )
-            server = InviteServerTransaction(reliable=reliable_up, now=now)
-        else:
-            transaction = NonInviteClientTransaction(data, reliable=reliable_down, now=now)
-            server = NonInviteServerTransaction(reliable=reliable_up, now=now)
+        transaction, server = dialog_transactions(
+            message.method,
+            data,
+            reliable_down=target.flow.transport != "udp",
+            reliable_up=flow.transport != "udp",
+            now=now,
+        )
         server.receive_request(message.wire, now)
-        key = self._server_key(message)
-        upstream = _Upstream(message, flow, server, key, [branch_id])
+        key = server_key(message)
+        upstream = Upstream(message, flow, server, key, [branch_id])
         self._upstream[key] = upstream
-        self._branches[branch_id] = _Branch(
+        self._branches[branch_id] = Branch(
             branch_id, target.flow, data, transaction, None, upstream
         )
         self._touched.update({("upstream", key), ("branch", branch_id)})
-        return [*actions, *_sends(target.flow, transaction.start(now))]
-
-    def _pop_our_routes(self, message: Message, rewrite: Rewrite) -> None:
-        """Loose routing (§16.4): remove our own entries from the top of the route set,
-        keeping any that name other hops."""
-        for route_field in message.all("route"):
-            values = split_commas(route_field.value)
-            kept = list(values)
-            while kept and self._names_us(kept[0]):
-                kept.pop(0)
-            if not kept:
-                rewrite.remove(route_field)
-            elif len(kept) != len(values):
-                rewrite.replace(route_field, ", ".join(kept))
-            if kept:
-                return
-
-    def _names_us(self, route: str) -> bool:
-        try:
-            uri = _sip(parse_name_addr(route).uri)
-        except SipError:
-            return False
-        return uri is not None and self._is_us(uri)
+        return [*actions, *sends(target.flow, transaction.start(now))]
 
     def _cancel(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        invite_key = self._server_key(message, method="INVITE")
+        invite_key = server_key(message, method="INVITE")
         upstream = self._upstream.get(invite_key)
         if upstream is None:
             raise SipError(481, "Call/Transaction Does Not Exist")
@@ -558,41 +337,24 @@ class Proxy:
             call.cancelled_by = "caller"
         return actions + self._cancel_branches(upstream, now)
 
-    def _cancel_branches(self, upstream: _Upstream, now: float, skip: str = "") -> list[Action]:
+    def _cancel_branches(self, upstream: Upstream, now: float, skip: str = "") -> list[Action]:
         actions: list[Action] = []
         for branch_id in upstream.branches:
             branch = self._branches.get(branch_id)
             if branch is None or branch.id == skip or branch.final or branch.cancelled:
                 continue
             branch.cancelled = True
-            cancel = cancel_for(parse_datagram(branch.request))
-            transaction = NonInviteClientTransaction(
-                cancel, reliable=branch.flow.transport != "udp", now=now
-            )
-            cancel_id = f"{branch.id}-cancel"
-            self._touched.add(("branch", cancel_id))
-            self._branches[cancel_id] = _Branch(
-                cancel_id, branch.flow, cancel, transaction, None, None
-            )
-            actions += _sends(branch.flow, transaction.start(now))
+            cancel = cancel_branch(branch, now)
+            self._touched.add(("branch", cancel.id))
+            self._branches[cancel.id] = cancel
+            actions += sends(branch.flow, cancel.transaction.start(now))
         return actions
 
     def refused_call(
         self, message: Message, flow: Flow, refused: QuotaRefused, now: float
     ) -> list[Action]:
         """The record of a call refused at admission (it never rang)."""
-        call = Call(
-            tenant_id=refused.tenant_id,
-            call_id=refused.call_id,
-            caller=refused.caller,
-            callee=refused.callee,
-            direction="internal",
-            setup_at=now,
-            caller_leg=Leg(flow, message.from_.tag, "", message.cseq.number),
-            deadline=now,
-        )
-        record = call.record(now, status=503, hangup_by=None, disposition="rejected-quota")
-        return [CallEnded(record)]
+        return record_refused_call(message, flow, refused, now)
 
     # -- responses ----------------------------------------------------------
 
@@ -607,15 +369,17 @@ class Proxy:
         if method == "CANCEL":
             branch_id = f"{branch_id}-cancel"
         branch = self._branches.get(branch_id)
-        if branch is None or _method(branch.request) != method:
+        if branch is None or method_of(branch.request) != method:
             return []
         if branch.ping is not None:
-            return self._pinged(branch, message.status, now)
+            return pinged(
+                branch, message.status, now, branches=self._branches, trunk_down=self.trunk_down
+            )
         try:
             transaction_actions = branch.transaction.receive_response(
                 message.status, message.wire, now
             )
-            actions = _sends(branch.flow, transaction_actions)
+            actions = sends(branch.flow, transaction_actions)
             for action in transaction_actions:
                 if isinstance(action, DeliverResponse):
                     actions += self._deliver(branch, message, now)
@@ -628,47 +392,14 @@ class Proxy:
         """Send an OPTIONS to a trunk's carrier; its answer (or Timer F) becomes a
         :class:`TrunkHealth`, and a carrier that stops answering is routed around."""
         try:
-            branch_id = self._branch_id()
-            host = trunk.tls_domain if trunk.transport == "tls" else trunk.host
-            ours = self.addresses.get(flow.transport) or next(iter(self.addresses.values()))
-            lines = [
-                f"OPTIONS sip:{host} SIP/2.0",
-                f"Via: {self._via(flow, branch_id)}",
-                "Max-Forwards: 70",
-                f"From: <sip:{ours.host}>;tag={branch_id[-12:]}",
-                f"To: <sip:{host}>",
-                f"Call-ID: {branch_id}@{ours.host}",
-                "CSeq: 1 OPTIONS",
-                "Content-Length: 0",
-            ]
-            data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-            transaction = NonInviteClientTransaction(
-                data, reliable=flow.transport != "udp", now=now
-            )
-            branch = _Branch(branch_id, flow, data, transaction, None, None)
-            branch.ping = (trunk.id, now)
-            self._branches[branch_id] = branch
-            self._touched.add(("branch", branch_id))
-            return _sends(flow, transaction.start(now))
+            branch = ping_branch(trunk, flow, self._branch_id(), self.addresses, now)
+            self._branches[branch.id] = branch
+            self._touched.add(("branch", branch.id))
+            return sends(flow, branch.transaction.start(now))
         finally:
             self._schedule_touched()
 
-    def _pinged(self, branch: _Branch, status: int | None, now: float) -> list[Action]:
-        assert branch.ping is not None
-        if status is not None and status < 200:
-            return []
-        trunk_id, sent = branch.ping
-        branch.ping = None
-        del self._branches[branch.id]
-        up = status is not None and status < 500
-        if up:
-            self.trunk_down.discard(trunk_id)
-        else:
-            self.trunk_down.add(trunk_id)
-        rtt = now - sent if status is not None else None
-        return [TrunkHealth(trunk_id, now, up, status, rtt)]
-
-    def _deliver(self, branch: _Branch, message: Message, now: float) -> list[Action]:
+    def _deliver(self, branch: Branch, message: Message, now: float) -> list[Action]:
         upstream = branch.upstream
         if upstream is None:  # our own CANCEL or BYE: nothing to pass on
             return []
@@ -682,10 +413,10 @@ class Proxy:
             if call is not None and status >= 180 and call.ringing_at is None:
                 call.ringing_at = now
                 call.state = "ringing"
-                actions.append(_live(call))
+                actions.append(live_call(call))
             if status == 100:
                 return actions
-            return actions + _sends(
+            return actions + sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
         if (
@@ -704,17 +435,12 @@ class Proxy:
                 call.callee_leg = Leg(branch.flow, message.to.tag, contact, 0)
                 call.answered_at = now
                 call.state = "answered"
-                actions.append(_live(call))
+                actions.append(live_call(call))
                 actions += self._cancel_branches(upstream, now, skip=branch.id)
-            return actions + _sends(
+            return actions + sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
-        if status in (401, 407):
-            # §16.7 step 7: every branch's challenge goes up with the best answer.
-            name = "www-authenticate" if status == 401 else "proxy-authenticate"
-            upstream.challenges += [(name, f.value) for f in message.all(name)]
-        if upstream.best is None or _better(status, upstream.best[0]):
-            upstream.best = (status, upward)
+        upstream.consider(status, upward, message)
         if status >= 600:
             actions += self._cancel_branches(upstream, now, skip=branch.id)
         pending = [
@@ -722,12 +448,10 @@ class Proxy:
         ]
         if (pending and status < 600) or upstream.answered:
             return actions
-        best_status, best = upstream.best
-        if best_status in (401, 407) and upstream.challenges:
-            best = _with_challenges(best, upstream.challenges)
+        best_status, best = upstream.best_answer()
         if call is not None:
             actions += self._ended(call, now, status=best_status, hangup_by=call.cancelled_by)
-        return actions + _sends(
+        return actions + sends(
             upstream.flow, upstream.server.send_response(best_status, best, now)
         )
 
@@ -742,8 +466,8 @@ class Proxy:
         )
         if record is None:
             return []
-        self._push(now + REAP_AFTER_SECONDS, "reap", call.call_id)
-        return [CallEnded(record), _live(call)]
+        self._deadlines.push(now + REAP_AFTER_SECONDS, "reap", call.call_id)
+        return [CallEnded(record), live_call(call)]
 
     # -- connections, timers -----------------------------------------------
 
@@ -781,36 +505,14 @@ class Proxy:
                 (call.callee_leg, call.caller_leg),
             ):
                 if self._reachable(leg.flow):
-                    actions.append(Send(leg.flow, self._bye(call, leg, peer)))
+                    bye = bye_request(call, leg, peer, self.addresses, self._branch_id())
+                    actions.append(Send(leg.flow, bye))
         else:
             for upstream in self._upstream.values():
                 if upstream.message.call_id == call.call_id:
                     actions += self._cancel_branches(upstream, now)
         status = 200 if call.state == "answered" else 503
         return actions + self._ended(call, now, status=status, hangup_by=hangup_by)
-
-    def _bye(self, call: Call, to_leg: Leg, from_leg: Leg) -> bytes:
-        """A BYE from the proxy toward ``to_leg``, within the dialog."""
-        address = self.addresses.get(to_leg.flow.transport) or next(iter(self.addresses.values()))
-        to_leg.cseq += 1
-        from_leg.cseq += 1
-        is_callee = to_leg is call.callee_leg
-        from_aor, to_aor = (call.caller, call.callee) if is_callee else (call.callee, call.caller)
-        lines = [
-            f"BYE {to_leg.contact or 'sip:' + to_aor} SIP/2.0",
-            f"Via: {self._via(to_leg.flow, self._branch_id())}",
-            "Max-Forwards: 70",
-            f"From: <sip:{from_aor}>;tag={from_leg.tag}",
-            f"To: <sip:{to_aor}>;tag={to_leg.tag}",
-            f"Call-ID: {call.call_id}",
-            f"CSeq: {from_leg.cseq + 1000} BYE",
-            f'Reason: SIP;cause=200;text="ended by the proxy ({address.transport})"',
-            "Content-Length: 0",
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    def _push(self, when: float, kind: str, key: object) -> None:
-        heapq.heappush(self._heap, (when, next(self._ids), kind, key))
 
     def _schedule_touched(self) -> None:
         """Put the next deadline of every transaction touched since the last call
@@ -823,7 +525,7 @@ class Proxy:
                 if branch.transaction.state is State.TERMINATED:
                     del self._branches[branch.id]
                 elif (due := branch.transaction.next_timer()) is not None:
-                    self._push(due, kind, key)
+                    self._deadlines.push(due, kind, key)
             else:
                 upstream = self._upstream.get(key)  # type: ignore[call-overload]
                 if upstream is None:
@@ -831,12 +533,11 @@ class Proxy:
                 if upstream.server.state is State.TERMINATED:
                     del self._upstream[upstream.key]
                 elif (due := upstream.server.next_timer()) is not None:
-                    self._push(due, kind, key)
+                    self._deadlines.push(due, kind, key)
         self._touched.clear()
 
-    def _due(self, entry: tuple[float, int, str, object]) -> bool:
+    def _due(self, when: float, kind: str, key: object) -> bool:
         """Whether a heap entry still stands for a deadline (lazy deletion)."""
-        when, _, kind, key = entry
         if kind == "branch":
             branch = self._branches.get(key)  # type: ignore[call-overload]
             return branch is not None and branch.transaction.next_timer() == when
@@ -854,18 +555,14 @@ class Proxy:
 
     def next_timer(self) -> float | None:
         """The earliest deadline of any branch, server transaction or call."""
-        while self._heap and not self._due(self._heap[0]):
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+        return self._deadlines.next_due(self._due)
 
     def handle_timer(self, now: float) -> list[Action]:
         """Fire transaction timers, ring timeouts and maximum durations that are due."""
         actions: list[Action] = []
         try:
-            while self._heap and self._heap[0][0] <= now:
-                entry = heapq.heappop(self._heap)
-                if self._due(entry):
-                    actions += self._fire(entry[2], entry[3], now)
+            for kind, key in self._deadlines.pop_due(now, self._due):
+                actions += self._fire(kind, key, now)
         finally:
             self._schedule_touched()
         return actions
@@ -875,9 +572,11 @@ class Proxy:
             branch = self._branches[key]  # type: ignore[index]
             self._touched.add(("branch", key))
             fired = branch.transaction.handle_timer(now)
-            actions = _sends(branch.flow, fired)
+            actions = sends(branch.flow, fired)
             if branch.ping is not None and any(isinstance(a, Timeout) for a in fired):
-                return actions + self._pinged(branch, None, now)
+                return actions + pinged(
+                    branch, None, now, branches=self._branches, trunk_down=self.trunk_down
+                )
             pending = branch.upstream if not branch.final else None
             if pending is not None and any(isinstance(a, Timeout) for a in fired):
                 actions += self._deliver(branch, synthetic_timeout(pending.message), now)
@@ -885,7 +584,7 @@ class Proxy:
         if kind == "upstream":
             upstream = self._upstream[key]  # type: ignore[index]
             self._touched.add(("upstream", key))
-            return _sends(upstream.flow, upstream.server.handle_timer(now))
+            return sends(upstream.flow, upstream.server.handle_timer(now))
         call = self.calls[str(key)]
         if kind == "ring":  # Timer C: stop ringing
             call.cancelled_by = "system"
@@ -899,86 +598,3 @@ class Proxy:
             return self._hang_up(call, now, hangup_by="system")
         del self.calls[call.call_id]  # reap: retransmissions of its BYE have had their time
         return []
-
-    def _server_key(self, message: Message, method: str | None = None) -> tuple[str, str, str]:
-        """§17.2.3 matching: branch, sent-by and method; for an RFC 2543 peer with no
-        magic cookie, Call-ID, CSeq number and From tag stand in for the branch."""
-        top = message.vias[0]
-        sent_by = f"{top.host}:{top.port or 5060}".lower()
-        branch = (top.branch or "").lower()
-        if not branch.startswith(MAGIC_COOKIE.lower()):
-            branch = f"2543|{message.call_id}|{message.cseq.number}|{message.from_.tag}"
-        return (branch, sent_by, method or message.method)
-
-
-class _QuotaError(SipError):
-    """503 for the concurrent-call quota, remembering what to audit."""
-
-    def __init__(
-        self,
-        tenant_id: int,
-        call_id: str,
-        caller: str,
-        callee: str,
-        limit: int,
-        direction: Direction,
-    ) -> None:
-        warning = f'399 telemancer "concurrent call quota of {limit} reached"'
-        super().__init__(503, "Service Unavailable (call quota)", (("Warning", warning),))
-        self.refused = QuotaRefused(tenant_id, call_id, caller, callee, limit)
-        self.direction = direction
-
-
-def quota_refusal(error: SipError) -> QuotaRefused | None:
-    """The audit-worthy refusal carried by a quota 503, if it is one."""
-    return error.refused if isinstance(error, _QuotaError) else None
-
-
-def _live(call: Call) -> LiveCall:
-    return LiveCall(
-        call.tenant_id,
-        call.call_id,
-        call.caller,
-        call.callee,
-        call.direction,
-        call.state,
-        call.setup_at,
-        call.answered_at,
-    )
-
-
-def _sends(flow: Flow, actions: Sequence[object]) -> list[Action]:
-    return [Send(flow, a.raw) for a in actions if isinstance(a, Transmit)]
-
-
-def _sip(uri: str) -> SipUri | None:
-    try:
-        return parse_sip_uri(uri)
-    except SipError:
-        return None
-
-
-def _better(status: int, best: int) -> bool:
-    """RFC 3261 §16.7 step 6: 6xx over everything, then 4xx, 5xx, 3xx (401/407 kept)."""
-
-    def rank(code: int) -> int:
-        return {6: 0, 4: 1, 5: 2, 3: 3}.get(code // 100, 4)
-
-    return rank(status) < rank(best)
-
-
-def _method(request: bytes) -> str:
-    """The method of a request we built or forwarded (its first word)."""
-    return request.split(b" ", 1)[0].decode("latin-1")
-
-
-def _with_challenges(response_bytes: bytes, challenges: list[tuple[str, str]]) -> bytes:
-    """The best 401/407 carrying every branch's challenge, each once."""
-    answer = parse_datagram(response_bytes)
-    present = {(f.name, f.value) for f in answer.fields}
-    rewrite = Rewrite(answer)
-    for name, value in challenges:
-        if (name, value) not in present:
-            present.add((name, value))
-            rewrite.insert_first(header_name(name), value)
-    return rewrite.to_bytes()

@@ -14,7 +14,7 @@ from appliance.sip.blocklist import Blocklist
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message, parse_datagram
-from appliance.sip.proxy import ProxyAddress
+from appliance.sip.proxy_address import ProxyAddress
 from appliance.sip.registrar import Flow, Registrar
 from appliance.testing.sipclient import SipTestClient
 

@@ -13,7 +13,7 @@ from appliance.sip.dialplan import DidEntry, NumberSettings, RouteRule, TrunkEnt
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import parse_datagram
-from appliance.sip.proxy import ProxyAddress
+from appliance.sip.proxy_address import ProxyAddress
 from appliance.sip.registrar import Flow, Registrar
 from appliance.testing.sipclient import SipTestClient
 from tests.sip.test_proxy import NOW, _dial, _only, _phone, _records, _send, _to

@@ -1,0 +1,96 @@
+"""Who an initial INVITE is from and whom it is for (steps 1 and 2 of the proxy).
+
+A carrier is recognised by its source address and TLS client certificate
+(never by a header) and reaches only DIDs of the tenant owning its trunk. Any
+other caller must be a phone authenticating with Proxy-Authorization
+(:mod:`appliance.sip.proxy_auth`) and calling within its own tenant's domain or
+out through that tenant's trunks. Each refusal raises the SipError to answer.
+This reads the directory and the trunks' health but none of the proxy's
+transactions, so it stands apart from ``proxy.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from appliance.sip import digest
+from appliance.sip.blocklist import Blocklist
+from appliance.sip.cdr import Direction
+from appliance.sip.directory import SipDirectory, TenantEntry
+from appliance.sip.errors import SipError
+from appliance.sip.grammar import parse_sip_uri
+from appliance.sip.message import Message
+from appliance.sip.proxy_address import Addresses, check_request_uri
+from appliance.sip.proxy_auth import authenticate
+from appliance.sip.proxy_state import sip_or_none
+from appliance.sip.registrar import Flow
+from appliance.sip.routing import Internal, Outbound, from_carrier, from_phone
+
+
+@dataclass(frozen=True)
+class Parties:
+    """The tenant a new call belongs to, its caller and where it goes."""
+
+    tenant: TenantEntry
+    #: The caller's address-of-record (``user@host``).
+    caller: str
+    decision: Internal | Outbound
+    direction: Direction
+    #: The trunk the call arrived on or leaves through, if any.
+    trunk_name: str | None
+
+
+def call_parties(
+    message: Message,
+    flow: Flow,
+    now: float,
+    *,
+    directory: SipDirectory,
+    verifier: digest.DigestVerifier,
+    blocklist: Blocklist,
+    addresses: Addresses,
+    certificate: str | None,
+    trunk_down: set[int],
+) -> Parties:
+    """Authenticate the caller (or recognise its carrier by ``certificate``) and
+    route the Request-URI; trunks in ``trunk_down`` are routed around."""
+    carrier = directory.carrier_for(flow.remote[0], certificate)
+    uri = parse_sip_uri(message.uri)
+    direction: Direction
+    trunk_name: str | None
+    if carrier is not None:
+        check_request_uri(addresses, directory, message, uri)
+        tenant = tenant_of(directory, carrier.tenant_id)
+        decision: Internal | Outbound = from_carrier(directory, carrier, uri.user)
+        from_uri = sip_or_none(message.from_.uri)
+        caller_aor = f"{from_uri.user}@{from_uri.host}" if from_uri else message.from_.uri
+        direction, trunk_name = "inbound", carrier.name
+    else:
+        tenant, caller = authenticate(
+            message, flow, now, directory=directory, verifier=verifier, blocklist=blocklist
+        )
+        check_request_uri(addresses, directory, message, uri)
+        if uri.host.lower() != tenant.domain:
+            if directory.tenant(uri.host) is not None:
+                raise SipError(403, "Forbidden (calls between tenants are not allowed)")
+            raise SipError(403, "Forbidden (no route to that domain)")
+        decision = from_phone(directory, tenant, uri.user, usable_trunks(directory, trunk_down))
+        caller_aor = f"{caller.number}@{tenant.domain}"
+        direction = "internal" if isinstance(decision, Internal) else "outbound"
+        trunk_name = decision.trunk.name if isinstance(decision, Outbound) else None
+    return Parties(tenant, caller_aor, decision, direction, trunk_name)
+
+
+def tenant_of(directory: SipDirectory, tenant_id: int) -> TenantEntry:
+    """The active tenant owning a carrier's trunk (403 when it is not active)."""
+    tenant = directory.tenant_by_id(tenant_id)
+    if tenant is None or not tenant.active:
+        raise SipError(403, "Forbidden (tenant not active)")
+    return tenant
+
+
+def usable_trunks(directory: SipDirectory, trunk_down: set[int]) -> set[str] | None:
+    """Trunk names whose carrier answers our pings (None: no ping yet, all usable)."""
+    if not trunk_down:
+        return None
+    return {t.name for t in directory.trunks() if t.id not in trunk_down}

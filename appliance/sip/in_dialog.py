@@ -1,0 +1,82 @@
+"""Requests within an answered call: which leg they go to, the transactions
+that carry them, and the BYE the proxy sends itself to end a call.
+
+In-dialog requests follow the Record-Route we inserted; the proxy matches them
+to their call by Call-ID and tags and forwards them over the other leg's flow.
+These are the parts of that work that need no more than the call and the
+message, as plain functions beside ``proxy.py``.
+"""
+
+from __future__ import annotations
+
+from appliance.sip.calls import Call, Leg
+from appliance.sip.errors import SipError
+from appliance.sip.forwarding import ack_for_failure
+from appliance.sip.message import Message, parse_datagram
+from appliance.sip.proxy_address import Addresses, via
+from appliance.sip.registrar import Flow
+from appliance.sip.transaction import (
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+)
+
+
+def dialog_legs(caller: Leg, callee: Leg, message: Message, flow: Flow) -> tuple[Leg, Leg]:
+    """The leg a request came from and the leg it goes to, matched by From tag and
+    source address (481 when it is neither party's)."""
+    from_tag = message.from_.tag
+    if from_tag == caller.tag and flow.remote[0] == caller.flow.remote[0]:
+        return caller, callee
+    if from_tag == callee.tag and flow.remote[0] == callee.flow.remote[0]:
+        return callee, caller
+    raise SipError(481, "Call/Transaction Does Not Exist")
+
+
+def dialog_transactions(
+    method: str, data: bytes, *, reliable_down: bool, reliable_up: bool, now: float
+) -> tuple[
+    InviteClientTransaction | NonInviteClientTransaction,
+    InviteServerTransaction | NonInviteServerTransaction,
+]:
+    """The client transaction forwarding ``data`` and the server transaction
+    answering its sender: INVITE ones for a re-INVITE, non-INVITE otherwise."""
+    transaction: InviteClientTransaction | NonInviteClientTransaction
+    server: InviteServerTransaction | NonInviteServerTransaction
+    if method == "INVITE":  # a re-INVITE: hold, codec change, refresh
+        forwarded = parse_datagram(data)
+        transaction = InviteClientTransaction(
+            data,
+            reliable=reliable_down,
+            now=now,
+            ack_for=lambda raw: ack_for_failure(forwarded, raw),
+        )
+        server = InviteServerTransaction(reliable=reliable_up, now=now)
+    else:
+        transaction = NonInviteClientTransaction(data, reliable=reliable_down, now=now)
+        server = NonInviteServerTransaction(reliable=reliable_up, now=now)
+    return transaction, server
+
+
+def bye_request(
+    call: Call, to_leg: Leg, from_leg: Leg, addresses: Addresses, branch: str
+) -> bytes:
+    """A BYE from the proxy toward ``to_leg``, within the dialog."""
+    address = addresses.get(to_leg.flow.transport) or next(iter(addresses.values()))
+    to_leg.cseq += 1
+    from_leg.cseq += 1
+    is_callee = to_leg is call.callee_leg
+    from_aor, to_aor = (call.caller, call.callee) if is_callee else (call.callee, call.caller)
+    lines = [
+        f"BYE {to_leg.contact or 'sip:' + to_aor} SIP/2.0",
+        f"Via: {via(addresses, to_leg.flow, branch)}",
+        "Max-Forwards: 70",
+        f"From: <sip:{from_aor}>;tag={from_leg.tag}",
+        f"To: <sip:{to_aor}>;tag={to_leg.tag}",
+        f"Call-ID: {call.call_id}",
+        f"CSeq: {from_leg.cseq + 1000} BYE",
+        f'Reason: SIP;cause=200;text="ended by the proxy ({address.transport})"',
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
