@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_DIR := ./var
 # Debian packages the tests and benchmarks need: real SIP peers (baresip, sipp, Kamailio).
-DEBIAN_TEST_PACKAGES := python3-venv ca-certificates curl openssl sqlite3 baresip sip-tester kamailio kamailio-tls-modules
+DEBIAN_TEST_PACKAGES := python3-venv ca-certificates curl openssl sqlite3 baresip sip-tester kamailio kamailio-tls-modules stunnel4
 DEBIAN_RUN_PACKAGES := python3-venv
 
 .PHONY: run test lint typecheck unit debian-run debian-test clean

@@ -7,6 +7,7 @@ the service cleanly: listeners close, the store thread drains and closes.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from typing import TextIO, cast
 
@@ -57,7 +58,28 @@ def run(config: Config, stdout: TextIO, environ: Mapping[str, str]) -> int:
         service.startService()
         service.when_listening().addCallbacks(listening, failed)
 
+    settle_garbage_collector()
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stopping)
     reactor.run()
     return status
+
+
+#: Allocations between young-generation collections, and how rarely the older
+#: generations are visited (CPython's defaults are 700, 10, 10).
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def settle_garbage_collector() -> None:
+    """Move what start-up built out of the collector's way, and collect less often.
+
+    Every call keeps its transactions for 32 s (RFC 3261 Timer J/L), so a busy
+    appliance holds a million or more live objects; bench/calls.py measured
+    full collections of 0.7-0.9 s with CPython's defaults, long enough to drop
+    UDP datagrams. Objects that exist at start are frozen (never scanned), and
+    the older generations are collected far less often: what calls allocate is
+    freed by reference counting, not by the collector.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

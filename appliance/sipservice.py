@@ -9,6 +9,7 @@ the recovery console) changes the database.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -491,11 +492,11 @@ class SipService(Service):
                 )
             )
             self._udp = SipDatagramProtocol(self, config.internal_subnets)
-            self._ports.append(
-                self.reactor.listenUDP(
-                    address.port, self._udp, interface=address.host, maxPacketSize=65_535
-                )
+            udp = self.reactor.listenUDP(
+                address.port, self._udp, interface=address.host, maxPacketSize=65_535
             )
+            _enlarge_receive_buffer(udp)
+            self._ports.append(udp)
             self.log.info(
                 "SIP listening on sip:{address} (UDP, internal subnets only)", address=str(address)
             )
@@ -538,3 +539,14 @@ class SipService(Service):
             if isinstance(result, Deferred):
                 stops.append(result)
         return gatherResults([*stops, self.flush()]).addCallback(lambda _: None)
+
+
+#: The UDP receive buffer asked for: room for a burst of several thousand SIP
+#: datagrams while the reactor is busy. The kernel caps it at net.core.rmem_max.
+UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _enlarge_receive_buffer(port: object) -> None:
+    handle = getattr(port, "getHandle", None)
+    if handle is not None:
+        handle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)

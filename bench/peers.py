@@ -83,7 +83,12 @@ class TelemancerInstance:
 
 
 def create_instance(
-    root: Path, domain: str, users: Sequence[tuple[str, str]], *, max_connections_per_ip: int
+    root: Path,
+    domain: str,
+    users: Sequence[tuple[str, str]],
+    *,
+    max_connections_per_ip: int,
+    max_concurrent_calls: int = 10,
 ) -> TelemancerInstance:
     """``telemancer init --dev``, open the ports, add the tenant and its extensions.
 
@@ -131,7 +136,11 @@ def create_instance(
     store = open_directory(loaded.database_path, key, loaded.audit.checkpoint_every, time.time)
     try:
         tenant = store.add_tenant(
-            BENCH_ACTOR, "Bench", domain, max_extensions=len(users), max_concurrent_calls=10
+            BENCH_ACTOR,
+            "Bench",
+            domain,
+            max_extensions=len(users),
+            max_concurrent_calls=max_concurrent_calls,
         )
         extensions = store.scope(tenant.id).extensions()
         for number, password in users:
@@ -247,8 +256,142 @@ request_route {{
 """
 
 
+def kamailio_proxy_config(
+    port: int, domain: str, users: Sequence[tuple[str, str]], children: int
+) -> str:
+    """A stateful proxy (``tm``) with ``record_route``, the same registrar and
+    MD5 Digest as :func:`kamailio_config`, ``lookup`` in usrloc, and 407
+    challenges for initial INVITEs (``pv_proxy_authenticate``), refusing
+    credentials for another user than the From user, as the appliance does.
+
+    In-dialog requests follow the Route set (``loose_route``); retransmitted
+    requests are absorbed by their transaction (``t_precheck_trans``, as in
+    Kamailio's default configuration).
+    """
+    loads = "\n".join(f'    $sht(users=>{user}) = "{password}";' for user, password in users)
+    return f"""\
+#!KAMAILIO
+debug=-1
+log_stderror=yes
+fork=yes
+children={children}
+disable_tcp=yes
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+alias="{domain}"
+mpath="{KAMAILIO_MODULES}/"
+
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "pv.so"
+loadmodule "textops.so"
+loadmodule "htable.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+
+modparam("usrloc", "db_mode", 0)
+modparam("auth", "secret", "{secrets.token_hex(16)}")
+modparam("htable", "htable", "users=>size=14;")
+
+event_route[htable:mod-init] {{
+{loads}
+}}
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            if (!t_relay()) {{
+                sl_reply_error();
+            }}
+            exit;
+        }}
+        if (is_method("ACK") && t_check_trans()) {{
+            t_relay();
+            exit;
+        }}
+        if (!is_method("ACK")) {{
+            sl_send_reply("404", "Not Here");
+        }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (is_method("ACK")) {{
+        exit;
+    }}
+    if (t_precheck_trans()) {{
+        t_check_trans();
+        exit;
+    }}
+    t_check_trans();
+    if (is_method("REGISTER")) {{
+        if (!is_present_hf("Authorization")) {{
+            www_challenge("$td", "1");
+            exit;
+        }}
+        $var(password) = $sht(users=>$au);
+        if (!pv_www_authenticate("$td", "$var(password)", "0")) {{
+            www_challenge("$td", "1");
+            exit;
+        }}
+        if ($au != $tU) {{
+            sl_send_reply("403", "Forbidden");
+            exit;
+        }}
+        consume_credentials();
+        if (!save("location")) {{
+            sl_reply_error();
+        }}
+        exit;
+    }}
+    if (!is_method("INVITE")) {{
+        sl_send_reply("405", "Method Not Allowed");
+        exit;
+    }}
+    if (!is_present_hf("Proxy-Authorization")) {{
+        proxy_challenge("$fd", "1");
+        exit;
+    }}
+    $var(password) = $sht(users=>$au);
+    if (!pv_proxy_authenticate("$fd", "$var(password)", "0")) {{
+        proxy_challenge("$fd", "1");
+        exit;
+    }}
+    if ($au != $fU) {{
+        sl_send_reply("403", "Forbidden");
+        exit;
+    }}
+    consume_credentials();
+    if (!lookup("location")) {{
+        sl_send_reply("480", "Temporarily Unavailable");
+        exit;
+    }}
+    record_route();
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+    exit;
+}}
+"""
+
+
 class Kamailio:
-    """Kamailio in the foreground (``-DD -E``) with its worker processes."""
+    """Kamailio in the foreground (``-DD -E``) with its worker processes: the
+    registrar of :func:`kamailio_config`, or with ``proxy`` the stateful proxy
+    of :func:`kamailio_proxy_config`."""
 
     def __init__(
         self,
@@ -258,10 +401,12 @@ class Kamailio:
         users: Sequence[tuple[str, str]],
         *,
         children: int,
+        proxy: bool = False,
     ) -> None:
         self.port = free_port()
         self.config = workdir / "kamailio.cfg"
-        self.config.write_text(kamailio_config(self.port, domain, users, children))
+        make_config = kamailio_proxy_config if proxy else kamailio_config
+        self.config.write_text(make_config(self.port, domain, users, children))
         self.log = workdir / "kamailio.log"
         check = subprocess.run(
             [binary, "-c", "-f", str(self.config)], capture_output=True, text=True, check=False

@@ -65,3 +65,15 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise OSError(f"no VmRSS for process {pid}")
+
+
+def udp_socket_drops() -> dict[int, int]:
+    """Datagrams dropped so far on each local UDP port of 127.0.0.1 (the
+    ``drops`` column of ``/proc/net/udp``: a full receive buffer)."""
+    drops: dict[int, int] = {}
+    for line in (_PROC / "net" / "udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, _, port = fields[1].partition(":")
+        if address == "0100007F":
+            drops[int(port, 16)] = drops.get(int(port, 16), 0) + int(fields[-1])
+    return drops

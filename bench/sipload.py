@@ -8,6 +8,9 @@ Debian's sipp 3.6.1 answers only the *first* challenge of a 401 and knows only
 MD5, so the appliance under test offers MD5 alone (``sip.digest_algorithms``,
 set by ``peers.create_instance``), as an instance serving MD5-only phones
 would. sipp talks to each server directly.
+
+:class:`SippRun` and :func:`run_sipp` run any scenario (``calls.py`` drives
+calls with them); :func:`start_sipp` runs one in the background.
 """
 
 from __future__ import annotations
@@ -119,19 +122,19 @@ class SippRun:
     calls: int
     rate: float
     limit: int
+    #: sipp's ``-t``: ``u1`` (UDP, one socket) or ``t1`` (one TCP connection).
+    transport: str = "u1"
+    #: The digest ``uri`` sipp answers with (``sip:`` is prepended); the domain if None.
+    auth_uri: str | None = None
+    #: More sipp arguments (``-s``, ``-trace_msg``...).
+    extra_args: tuple[str, ...] = ()
+    #: How long each call lasts beyond its messages (pauses), for the deadline.
+    call_seconds: float = 0.0
 
 
-def run_sipp(run: SippRun, target: tuple[str, int], name: str, local_port: int) -> SippResult:
-    """Run sipp to completion against ``target`` and read its statistics.
-
-    A timeout means sipp hung, which is an error; failed calls are not.
-    """
-    stats = run.workdir / f"{name}-stats.csv"
-    errors = run.workdir / f"{name}-errors.log"
-    screen = run.workdir / f"{name}-screen.log"
-    for path in (stats, errors):
-        path.unlink(missing_ok=True)
-    argv = [
+def sipp_argv(run: SippRun, target: tuple[str, int], name: str, local_port: int) -> list[str]:
+    """sipp's command line for ``run``; statistics and errors go to ``name``-prefixed files."""
+    return [
         run.sipp,
         f"{target[0]}:{target[1]}",
         "-sf",
@@ -139,7 +142,9 @@ def run_sipp(run: SippRun, target: tuple[str, int], name: str, local_port: int) 
         "-inf",
         str(run.users),
         "-auth_uri",
-        run.domain,
+        run.auth_uri or run.domain,
+        "-t",
+        run.transport,
         "-i",
         "127.0.0.1",
         "-p",
@@ -152,32 +157,70 @@ def run_sipp(run: SippRun, target: tuple[str, int], name: str, local_port: int) 
         str(run.limit),
         "-trace_stat",
         "-stf",
-        str(stats),
+        str(run.workdir / f"{name}-stats.csv"),
         "-fd",
         "1",
         "-trace_err",
         "-error_file",
-        str(errors),
+        str(run.workdir / f"{name}-errors.log"),
         "-nostdin",
+        *run.extra_args,
     ]
-    deadline = 60.0 + 4 * run.calls / max(run.rate, 1.0)
-    started = time.monotonic()
-    with screen.open("wb") as out:
-        completed = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=deadline, check=False
+
+
+def sipp_deadline(run: SippRun) -> float:
+    """Seconds after which a sipp run counts as hung."""
+    return 60.0 + 4 * run.calls / max(run.rate, 1.0) + run.call_seconds
+
+
+def start_sipp(
+    run: SippRun, target: tuple[str, int], name: str, local_port: int
+) -> subprocess.Popen[bytes]:
+    """Start sipp in the background (screen output to ``name-screen.log``); see
+    :func:`sipp_result` for its figures once it has exited."""
+    for suffix in ("stats.csv", "errors.log"):
+        (run.workdir / f"{name}-{suffix}").unlink(missing_ok=True)
+    with (run.workdir / f"{name}-screen.log").open("wb") as out:
+        return subprocess.Popen(
+            sipp_argv(run, target, name, local_port),
+            cwd=run.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
         )
-    wall = time.monotonic() - started
+
+
+def run_sipp(run: SippRun, target: tuple[str, int], name: str, local_port: int) -> SippResult:
+    """Run sipp to completion against ``target`` and read its statistics.
+
+    A timeout means sipp hung, which is an error; failed calls are not.
+    """
+    started = time.monotonic()
+    process = start_sipp(run, target, name, local_port)
+    try:
+        exit_code = process.wait(timeout=sipp_deadline(run))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    return sipp_result(run, name, exit_code, time.monotonic() - started)
+
+
+def sipp_result(run: SippRun, name: str, exit_code: int, wall: float) -> SippResult:
+    """The figures of a finished sipp run started under ``name``."""
+    stats = run.workdir / f"{name}-stats.csv"
     if not stats.exists():
-        tail = screen.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"sipp wrote no statistics (exit {completed.returncode}): {tail}")
+        screen = run.workdir / f"{name}-screen.log"
+        tail = screen.read_text(errors="replace")[-2000:] if screen.exists() else ""
+        raise RuntimeError(f"sipp wrote no statistics (exit {exit_code}): {tail}")
     counters = _last_stats(stats)
     return SippResult(
         successful=counters.get("SuccessfulCall(C)", 0),
         failed=counters.get("FailedCall(C)", 0),
         retransmissions=counters.get("Retransmissions(C)", 0),
         wall_seconds=wall,
-        failures=_failure_reasons(errors),
-        exit_code=completed.returncode,
+        failures=_failure_reasons(run.workdir / f"{name}-errors.log"),
+        exit_code=exit_code,
     )
 
 

@@ -22,6 +22,7 @@ def forked_invite(
     message: Message,
     request_uri: str,
     *,
+    source: tuple[str, int],
     via: str,
     record_routes: list[str],
     asserted: str | None = None,
@@ -30,7 +31,7 @@ def forked_invite(
     forwarding, its asserted identity replaced by ``asserted`` if given, and our
     Record-Route and Via on top."""
     rewrite = Rewrite(message).replace_start_line(f"INVITE {request_uri} SIP/2.0")
-    strip_for_forwarding(message, rewrite)
+    strip_for_forwarding(message, rewrite, source=source)
     if asserted is not None:
         for field_ in message.all("p-asserted-identity") + message.all("remote-party-id"):
             rewrite.remove(field_)

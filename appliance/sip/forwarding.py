@@ -6,11 +6,25 @@ from __future__ import annotations
 import secrets
 
 from appliance.sip import digest
+from appliance.sip.grammar import split_commas
 from appliance.sip.message import Message, Rewrite, parse_datagram
+from appliance.sip.responses import mark_via
 
 
-def strip_for_forwarding(message: Message, rewrite: Rewrite, *, keep_routes: bool = False) -> None:
-    """Decrement Max-Forwards and drop credentials meant for us and our own Route."""
+def strip_for_forwarding(
+    message: Message,
+    rewrite: Rewrite,
+    *,
+    source: tuple[str, int],
+    keep_routes: bool = False,
+) -> None:
+    """Decrement Max-Forwards, drop credentials meant for us and our own Route, and
+    fill ``received``/``rport`` in the sender's Via from its ``source`` address
+    (RFC 3261 §18.2.1, RFC 3581 §4), as the next hops will see it."""
+    top = message.all("via")[0]
+    values = split_commas(top.value)
+    values[0] = mark_via(values[0], source[0], source[1])
+    rewrite.replace(top, ", ".join(values))
     max_forwards = message.all("max-forwards")
     value = (message.max_forwards or 70) - 1
     if max_forwards:

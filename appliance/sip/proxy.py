@@ -246,6 +246,7 @@ class Proxy:
         data = forked_invite(
             upstream.message,
             request_uri,
+            source=upstream.flow.remote,
             via=via(self.addresses, target, branch_id),
             record_routes=record_routes(self.addresses, upstream.flow, target),
             asserted=asserted,
@@ -299,7 +300,7 @@ class Proxy:
         if source is call.caller_leg:
             with_cseq(message, rewrite, call.callee_cseq_offset)
         pop_our_routes(self.addresses, self.directory, message, rewrite)
-        strip_for_forwarding(message, rewrite, keep_routes=True)
+        strip_for_forwarding(message, rewrite, source=flow.remote, keep_routes=True)
         branch_id = self._branch_id()
         rewrite.insert_first("Via", via(self.addresses, target.flow, branch_id))
         data = rewrite.to_bytes()

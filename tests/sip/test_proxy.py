@@ -122,6 +122,7 @@ def test_a_call_between_two_phones() -> None:
     assert (invite.vias[0].branch or "").startswith("z9hG4bK")
     assert invite.first("record-route") == "<sip:127.0.0.1:5061;transport=tls;lr>"
     assert invite.max_forwards == 69 and not invite.all("proxy-authorization")
+    assert invite.vias[1].params.get("received") == "127.0.0.20"  # RFC 3581 §4
     ringing = _only(_send(edge, bob, bob.client.answer(invite, 180, "Ringing")), alice.flow)
     assert ringing.status == 180 and len(ringing.vias) == 1
     answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
