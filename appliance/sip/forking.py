@@ -43,17 +43,19 @@ def forked_invite(
     return rewrite.to_bytes()
 
 
-def invite_branch(data: bytes, target: Flow, call: Call, upstream: Upstream, now: float) -> Branch:
-    """A branch sending the INVITE ``data`` over ``target`` (not yet started),
-    named by the branch parameter of its top Via."""
-    request = parse_datagram(data)
+def invite_branch(
+    data: bytes, branch_id: str, target: Flow, call: Call, upstream: Upstream, now: float
+) -> Branch:
+    """A branch ``branch_id`` sending the INVITE ``data`` over ``target`` (not yet
+    started). The INVITE is parsed again only if a failure has to be ACKed: most
+    branches never need it, and a parsed message would be kept for the
+    transaction's whole life."""
     transaction = InviteClientTransaction(
         data,
         reliable=target.transport != "udp",
         now=now,
-        ack_for=lambda raw: ack_for_failure(request, raw),
+        ack_for=lambda raw: ack_for_failure(parse_datagram(data), raw),
     )
-    branch_id = request.vias[0].branch or ""
     return Branch(branch_id, target, data, transaction, call, upstream)
 
 

@@ -251,7 +251,7 @@ class Proxy:
             record_routes=record_routes(self.addresses, upstream.flow, target),
             asserted=asserted,
         )
-        return self._start_branch(call, upstream, target, data, now, trunk)
+        return self._start_branch(call, upstream, target, data, branch_id, now, trunk)
 
     def _start_branch(
         self,
@@ -259,12 +259,13 @@ class Proxy:
         upstream: Upstream,
         target: Flow,
         data: bytes,
+        branch_id: str,
         now: float,
         trunk: TrunkEntry | None,
         *,
         authenticated: bool = False,
     ) -> list[Action]:
-        branch = invite_branch(data, target, call, upstream, now)
+        branch = invite_branch(data, branch_id, target, call, upstream, now)
         branch.trunk, branch.authenticated = trunk, authenticated
         self._branches[branch.id] = branch
         self._touched.add(("branch", branch.id))
@@ -277,13 +278,14 @@ class Proxy:
         branch that replaces the challenged one."""
         trunk, upstream, call = branch.trunk, branch.upstream, branch.call
         assert trunk is not None and upstream is not None and call is not None
-        authorized = with_trunk_credentials(branch.request, trunk, challenge, self._branch_id)
+        new_id = self._branch_id()
+        authorized = with_trunk_credentials(branch.request, trunk, challenge, lambda: new_id)
         if authorized is None:
             return []
         upstream.branches.remove(branch.id)
         call.callee_cseq_offset += 1
         return self._start_branch(
-            call, upstream, branch.flow, authorized, now, trunk, authenticated=True
+            call, upstream, branch.flow, authorized, new_id, now, trunk, authenticated=True
         )
 
     def _in_dialog(self, message: Message, flow: Flow, now: float) -> list[Action]:
