@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from appliance.media.srtp import SrtpError
+
 #: Default port range for relay ports (RTP even, RTCP the odd port above).
 DEFAULT_PORT_RANGE = (20000, 29999)
 #: How long after signalling a plain leg may latch onto a new address.
@@ -38,10 +40,6 @@ MAX_LATCH_SEQUENCE_STEP = 100
 MAX_COUNTED_GAP = 3000
 #: Media silence (both directions) that ends a call.
 DEFAULT_IDLE_SECONDS = 60.0
-
-
-class SrtpError(Exception):
-    """A packet that does not authenticate, replays, or cannot be parsed."""
 
 
 class Cipher(Protocol):

@@ -7,13 +7,8 @@ import itertools
 
 import pytest
 
-from appliance.media.relay import (
-    Forward,
-    MediaIdle,
-    PortPool,
-    Relay,
-    SrtpError,
-)
+from appliance.media.relay import Forward, MediaIdle, PortPool, Relay
+from appliance.media.srtp import SrtpError
 
 NOW = 1_000.0
 ALICE, BOB, MALLORY = ("127.0.0.10", 4000), ("127.0.0.11", 5000), ("127.0.0.66", 6666)
@@ -30,7 +25,7 @@ class XorCipher:
 
     def _open(self, packet: bytes) -> bytes:
         if not packet or packet[-1] != self.key:
-            raise SrtpError("bad tag")
+            raise SrtpError("authentication", "bad tag")
         return packet[:12] + bytes(b ^ self.key for b in packet[12:-1])
 
     def protect(self, packet: bytes) -> bytes:
