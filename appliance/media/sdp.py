@@ -499,6 +499,8 @@ class MediaRewrite:
     ``rtcp_port`` defaults to ``port + 1``; with ``rtcp_mux`` RTCP shares the RTP port
     and no ``a=rtcp`` is written. ``srtp`` picks RTP/SAVP(F) over RTP/AVP(F) and then
     needs ``crypto``: the ``a=crypto`` values made for the leg this SDP goes to.
+    Crypto lines on RTP/AVP are a best-effort SRTP offer (the peer may answer
+    plain RTP), which an ``optional`` leg makes.
     """
 
     address: str
@@ -512,9 +514,9 @@ class MediaRewrite:
         _address_type(self.address)
         if not 0 < self.port <= 65535 or not 0 < self.rtcp <= 65535:
             raise ValueError("port out of range")
-        if self.srtp != bool(self.crypto):
-            # SRTP without keys cannot start; keys on plain RTP would be sent for nothing.
-            raise ValueError("srtp needs crypto lines and crypto lines need srtp")
+        if self.srtp and not self.crypto:
+            # SRTP without keys cannot start.
+            raise ValueError("srtp needs crypto lines")
         for value in self.crypto:
             _check_line_text(value)
 

@@ -676,7 +676,6 @@ def test_non_rtp_proto_passes_unchanged() -> None:
     "make",
     [
         lambda: MediaRewrite("192.0.2.53", 20000, srtp=True),
-        lambda: MediaRewrite("192.0.2.53", 20000, crypto=OUR_CRYPTO),
         lambda: MediaRewrite("192.0.2.53", 20000, srtp=True, crypto=("1 X inline:a\r\na=x",)),
         lambda: MediaRewrite("relay.example", 20000),
         lambda: MediaRewrite("192.0.2.53", 0),
@@ -828,3 +827,16 @@ def test_damaged_input_fails_only_with_sdp_error(
         description.ice_of(section)
         description.dtls_of(section)
     assert parse_sdp(description.encode()) == description
+
+
+def test_best_effort_offer_keeps_rtp_avp_with_crypto() -> None:
+    """Crypto lines on RTP/AVP (a best-effort SRTP offer, RFC 4568 §3.1.4 practice)
+    are written as asked: the profile stays RTP/AVP and our keys are added."""
+    description = parse_sdp(BARESIP_OFFER)
+    rewritten = rewrite_for_leg(
+        description,
+        Origin.for_address("192.0.2.53", 1, 1),
+        [MediaRewrite("192.0.2.53", 20000, crypto=OUR_CRYPTO)],
+    )
+    assert rewritten.media[0].proto == "RTP/AVP"
+    assert list(rewritten.media[0].crypto) == list(OUR_CRYPTO)
