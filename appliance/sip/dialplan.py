@@ -14,6 +14,8 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from appliance.media.policy import SrtpPolicy
+
 Transport = Literal["tls", "tcp", "udp"]
 CallerIdMode = Literal["pass", "fixed"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,7 +73,8 @@ class DidEntry:
 @dataclass(frozen=True)
 class TrunkEntry:
     """An enabled trunk, with its credentials in clear for answering the
-    carrier's 401/407 (``password`` is left out of ``repr``)."""
+    carrier's 401/407 (``password`` is left out of ``repr``); ``srtp`` is the
+    SRTP policy of the call legs toward its carrier."""
 
     id: int
     tenant_id: int
@@ -88,6 +91,7 @@ class TrunkEntry:
     fingerprint: str | None
     inbound_networks: tuple[IPNetwork, ...]
     inbound_fingerprint: str | None
+    srtp: SrtpPolicy = SrtpPolicy.OPTIONAL
 
     @property
     def credentials(self) -> tuple[str, str] | None:

@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from appliance.media.policy import SrtpPolicy
 from appliance.sip.dialplan import DidEntry, NumberSettings, RouteRule, TrunkEntry
 
 
 @dataclass(frozen=True)
 class TenantEntry:
-    """A tenant as SIP sees it: its domain is its Digest realm."""
+    """A tenant as SIP sees it: its domain is its Digest realm; ``srtp`` is the
+    SRTP policy of the legs toward its phones."""
 
     id: int
     domain: str
     status: str
     max_extensions: int
     max_concurrent_calls: int
+    srtp: SrtpPolicy = SrtpPolicy.OPTIONAL
 
     @property
     def active(self) -> bool:

@@ -236,6 +236,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX trunk_health_trunk_at ON trunk_health(trunk_id, at);
     """,
+    # 5: the SRTP policy of each tenant (for its phones) and of each trunk
+    # (appliance.media.policy). Existing rows become 'optional': SRTP where the
+    # peer offers it over TLS, plain RTP otherwise, so no working call starts
+    # failing. SDES keys travel in the SDP, so the database itself refuses
+    # 'required' on a trunk not signalled over TLS (media.policy.check_config).
+    """
+    ALTER TABLE tenants ADD COLUMN srtp TEXT NOT NULL DEFAULT 'optional'
+        CHECK (srtp IN ('required', 'optional', 'off'));
+    ALTER TABLE trunks ADD COLUMN srtp TEXT NOT NULL DEFAULT 'optional'
+        CHECK (srtp IN ('required', 'optional', 'off'))
+        CHECK (srtp <> 'required' OR transport = 'tls');
+    """,
 )
 
 

@@ -74,6 +74,7 @@ def load_trunks(db: sqlite_utils.Database, sealing_key: bytes) -> list[TrunkEntr
                 fingerprint=trunk.fingerprint,
                 inbound_networks=tuple(map(ipaddress.ip_network, trunk.inbound_networks)),
                 inbound_fingerprint=trunk.inbound_fingerprint,
+                srtp=trunk.srtp,
             )
         )
     return entries

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from appliance.media.policy import SrtpPolicy
 from appliance.sip import digest
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.registrar import Binding, Flow
@@ -30,7 +31,12 @@ def load_directory(db: sqlite_utils.Database, sealing_key: bytes) -> SipDirector
     (carrier passwords unsealed with ``sealing_key``)."""
     tenants = [
         TenantEntry(
-            r["id"], r["domain"], r["status"], r["max_extensions"], r["max_concurrent_calls"]
+            r["id"],
+            r["domain"],
+            r["status"],
+            r["max_extensions"],
+            r["max_concurrent_calls"],
+            SrtpPolicy(r["srtp"]),
         )
         for r in db.table("tenants").rows
     ]

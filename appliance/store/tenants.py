@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlite_utils
 
+from appliance.media.policy import SrtpPolicy
 from appliance.store.audit import Actor, AuditLog, AuditRecord, format_time
 from appliance.store.checkpoints import Checkpoint
 from appliance.store.database import write_transaction
@@ -70,6 +71,8 @@ class Tenant:
     country_code: str = ""
     national_prefix: str = "0"
     international_prefix: str = "00"
+    # The SRTP policy of the tenant's phones (migration 5; appliance.media.policy).
+    srtp: SrtpPolicy = SrtpPolicy.OPTIONAL
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,21 @@ def normalize_domain(domain: str) -> str:
             f"invalid SIP domain {domain!r}: expected a host name like pbx.example.com"
         )
     return domain
+
+
+def parse_srtp(policy: str) -> SrtpPolicy:
+    """An ``srtp`` setting as typed by an operator (``required``, ``optional`` or ``off``)."""
+    try:
+        return SrtpPolicy(policy)
+    except ValueError:
+        raise InvalidInputError(
+            f"invalid srtp policy {policy!r}: expected one of"
+            f" {', '.join(p.value for p in SrtpPolicy)}"
+        ) from None
+
+
+def _tenant(row: Mapping[str, Any]) -> Tenant:
+    return Tenant(**{**row, "srtp": SrtpPolicy(row["srtp"])})
 
 
 def _check_username(username: str) -> str:
@@ -119,13 +137,17 @@ class Directory:
         *,
         max_extensions: int,
         max_concurrent_calls: int,
+        srtp: str = SrtpPolicy.OPTIONAL,
     ) -> Tenant:
-        """Create a tenant (audited as ``tenant.add``)."""
+        """Create a tenant (audited as ``tenant.add``). ``srtp`` is its phones'
+        SRTP policy; any value works whatever transport a phone uses, because
+        the SIP core decides per call (a ``required`` phone on UDP gets 500)."""
         if not _TENANT_NAME.fullmatch(name):
             raise InvalidInputError("invalid tenant name: 1-64 letters, digits, space and . _ -")
         domain = normalize_domain(domain)
         if max_extensions < 0 or max_concurrent_calls < 0:
             raise InvalidInputError("quotas must not be negative")
+        policy = parse_srtp(srtp)
         now = self.clock()
         with write_transaction(self.db):
             tenant_id = self._insert(
@@ -136,6 +158,7 @@ class Directory:
                     "max_extensions": max_extensions,
                     "max_concurrent_calls": max_concurrent_calls,
                     "status": "active",
+                    "srtp": policy.value,
                     "created_at": format_time(now),
                 },
                 what=f"a tenant named {name!r} or with domain {domain!r}",
@@ -152,24 +175,48 @@ class Directory:
                     "domain": domain,
                     "max_extensions": max_extensions,
                     "max_concurrent_calls": max_concurrent_calls,
+                    "srtp": policy.value,
                 },
             )
         return self.tenant(tenant_id)
 
+    def set_tenant_srtp(self, actor: Actor, tenant_id: int, srtp: str) -> Tenant:
+        """Change the SRTP policy of a tenant's phones (audited as ``tenant.update``
+        with ``{"changed": {"srtp": ...}}``, like ``trunk.update``). No change, no write."""
+        policy = parse_srtp(srtp)
+        tenant = self.tenant(tenant_id)
+        if tenant.srtp is policy:
+            return tenant
+        now = self.clock()
+        with write_transaction(self.db):
+            self.db.conn.execute(
+                "UPDATE tenants SET srtp = ? WHERE id = ?", (policy.value, tenant.id)
+            )
+            self.audit.append(
+                self.db,
+                actor,
+                "tenant.update",
+                f"tenant:{tenant.domain}",
+                now=now,
+                tenant_id=tenant.id,
+                details={"changed": {"srtp": policy.value}},
+            )
+        return self.tenant(tenant.id)
+
     def tenants(self) -> list[Tenant]:
         """All tenants, by domain."""
-        return [Tenant(**row) for row in self.db.table("tenants").rows_where(order_by="domain")]
+        return [_tenant(row) for row in self.db.table("tenants").rows_where(order_by="domain")]
 
     def tenant(self, tenant_id: int) -> Tenant:
         """The tenant with ``tenant_id``, or :class:`NotFoundError`."""
         for row in self.db.table("tenants").rows_where("id = ?", [tenant_id]):
-            return Tenant(**row)
+            return _tenant(row)
         raise NotFoundError(f"no tenant with id {tenant_id}")
 
     def tenant_by_domain(self, domain: str) -> Tenant:
         """The tenant serving ``domain``, or :class:`NotFoundError`."""
         for row in self.db.table("tenants").rows_where("domain = ?", [domain.strip().lower()]):
-            return Tenant(**row)
+            return _tenant(row)
         raise NotFoundError(f"no tenant with domain {domain!r}")
 
     def record(

@@ -15,8 +15,9 @@ from collections.abc import Iterable
 
 from cryptography import x509
 
+from appliance.media.policy import SrtpPolicy, check_config
 from appliance.sip.dialplan import NumberSettings, Transport, is_e164
-from appliance.store.tenants import InvalidInputError
+from appliance.store.tenants import InvalidInputError, parse_srtp
 
 __all__ = [
     "MAX_PASSWORD_LENGTH",
@@ -31,6 +32,7 @@ __all__ = [
     "check_password",
     "check_port",
     "check_prefix",
+    "check_srtp",
     "check_transport",
     "check_username",
 ]
@@ -92,6 +94,16 @@ def check_transport(transport: str) -> Transport:
             f"invalid transport {transport!r}: expected one of {', '.join(TRANSPORTS)}"
         )
     return transport
+
+
+def check_srtp(srtp: str, transport: str) -> SrtpPolicy:
+    """An SRTP policy the trunk's transport can carry: ``required`` only over TLS,
+    because SDES keys travel in the SDP (the message is :func:`check_config`'s)."""
+    policy = parse_srtp(srtp)
+    problem = check_config(policy, transport)
+    if problem is not None:
+        raise InvalidInputError(problem)
+    return policy
 
 
 def check_e164(number: str, what: str = "number") -> str:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from appliance.media.policy import SrtpPolicy
 from appliance.secrets import derive_key
 from appliance.sip.dialplan import CallerIdMode, NumberSettings, RouteRule, Transport
 from appliance.store.audit import format_time
@@ -41,6 +42,7 @@ from appliance.store.trunk_checks import (
     check_password,
     check_port,
     check_prefix,
+    check_srtp,
     check_transport,
     check_username,
 )
@@ -83,7 +85,9 @@ def sealing_key(config: Config) -> bytes:
 class TrunkSettings:
     """Everything about a trunk but its name and credentials. ``caller_id``
     None passes the extension's number as is; an E.164 value is sent on every
-    call ("fixed"). ``tls_domain`` None verifies the carrier as ``host``."""
+    call ("fixed"). ``tls_domain`` None verifies the carrier as ``host``.
+    ``srtp`` is the call legs' SRTP policy; ``required`` needs ``transport``
+    ``tls`` (checked on every add and update, so no change of either breaks it)."""
 
     host: str
     port: int | None = None
@@ -95,6 +99,7 @@ class TrunkSettings:
     inbound_networks: tuple[str, ...] = ()
     inbound_fingerprint: str | None = None
     enabled: bool = True
+    srtp: str = SrtpPolicy.OPTIONAL
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Trunk:
     inbound_networks: tuple[str, ...]
     inbound_fingerprint: str | None
     created_at: str
+    srtp: SrtpPolicy = SrtpPolicy.OPTIONAL
 
     @property
     def verify_domain(self) -> str:
@@ -139,6 +145,7 @@ class Trunk:
             self.inbound_networks,
             self.inbound_fingerprint,
             self.enabled,
+            self.srtp,
         )
 
 
@@ -235,6 +242,11 @@ class TrunkRepository:
         ``trunk.update`` with the new values of what changed). Start from
         ``dataclasses.replace(trunk.settings(), ...)``. No change, no write."""
         return self._change(actor, self.get(name), _columns(settings), password_changed=False)
+
+    def set_srtp(self, actor: Actor, name: str, srtp: str) -> Trunk:
+        """Change a trunk's SRTP policy (audited as ``trunk.update``); ``required``
+        is refused unless the trunk is signalled over TLS. No change, no write."""
+        return self.update(actor, name, replace(self.get(name).settings(), srtp=srtp))
 
     def set_credentials(
         self, actor: Actor, name: str, credentials: tuple[str, str] | None
@@ -564,6 +576,7 @@ def _columns(settings: TrunkSettings) -> dict[str, Any]:
         if s.inbound_fingerprint is None
         else check_fingerprint(s.inbound_fingerprint, "inbound fingerprint"),
         "enabled": 1 if s.enabled else 0,
+        "srtp": check_srtp(s.srtp, s.transport).value,
     }
 
 
@@ -571,6 +584,7 @@ def _trunk(row: Mapping[str, Any]) -> Trunk:
     values = dict(row)
     values["enabled"] = bool(values["enabled"])
     values["inbound_networks"] = tuple(json.loads(values["inbound_networks"]))
+    values["srtp"] = SrtpPolicy(values["srtp"])
     return Trunk(**values)
 
 
@@ -581,6 +595,8 @@ def _with_values(trunk: Trunk, values: Mapping[str, Any]) -> Trunk:
         columns["enabled"] = bool(columns["enabled"])
     if "inbound_networks" in columns:
         columns["inbound_networks"] = tuple(json.loads(columns["inbound_networks"]))
+    if "srtp" in columns:
+        columns["srtp"] = SrtpPolicy(columns["srtp"])
     return replace(trunk, **columns)
 
 
@@ -603,4 +619,5 @@ def _audit_view(trunk: Trunk) -> dict[str, Any]:
         "inbound_networks": list(trunk.inbound_networks),
         "inbound_fingerprint": trunk.inbound_fingerprint,
         "enabled": trunk.enabled,
+        "srtp": trunk.srtp.value,
     }
