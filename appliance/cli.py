@@ -22,6 +22,7 @@ import sqlite_utils
 
 from appliance import config as config_module
 from appliance.config import Config, ConfigError
+from appliance.media.policy import SrtpPolicy
 from appliance.passwords import PasswordPolicyError, check_policy, hash_password
 from appliance.store import open_directory
 from appliance.store.audit import (
@@ -38,6 +39,8 @@ from appliance.store.migrations import migrate, schema_version
 from appliance.store.tenants import TENANT_ROLES, Directory, StoreError
 
 DEFAULT_CONFIG = "/etc/telemancer/telemancer.toml"
+#: The values of ``--srtp`` and of ``tenant srtp`` / ``trunk srtp`` (appliance.media.policy).
+SRTP_POLICIES = tuple(policy.value for policy in SrtpPolicy)
 _Parsed = TypeVar("_Parsed")
 
 
@@ -90,8 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     tenant_add.add_argument("--domain", required=True, help="the tenant's SIP domain")
     tenant_add.add_argument("--max-extensions", type=_non_negative, default=50)
     tenant_add.add_argument("--max-calls", type=_non_negative, default=10)
+    tenant_add.add_argument(
+        "--srtp", choices=SRTP_POLICIES, default="optional", help="SRTP policy of its phones"
+    )
     tenant_add.set_defaults(func=cmd_tenant_add)
     tenant.add_parser("list", help="list tenants").set_defaults(func=cmd_tenant_list)
+    tenant_srtp = tenant.add_parser("srtp", help="set the SRTP policy of a tenant's phones")
+    tenant_srtp.add_argument("domain", metavar="DOMAIN", help="the tenant's SIP domain")
+    tenant_srtp.add_argument("policy", metavar="POLICY", choices=SRTP_POLICIES, help="%(choices)s")
+    tenant_srtp.set_defaults(func=cmd_tenant_srtp)
 
     user = commands.add_parser("user", help="manage people who sign in").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -283,26 +293,65 @@ def cmd_migrate(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_tenant_add(args: argparse.Namespace, console: Console) -> int:
     """``tenant add``."""
-    directory = _directory(_config(args, console), console)
+    config = _config(args, console)
+    directory = _directory(config, console)
     tenant = directory.add_tenant(
         console.actor(),
         args.name,
         args.domain,
         max_extensions=args.max_extensions,
         max_concurrent_calls=args.max_calls,
+        srtp=args.srtp,
     )
     console.out(f"added tenant {tenant.name} ({tenant.domain}), id {tenant.id}")
+    _warn_required_over_plaintext(console, config, tenant.srtp)
     return 0
+
+
+def cmd_tenant_srtp(args: argparse.Namespace, console: Console) -> int:
+    """``tenant srtp DOMAIN POLICY``: audited as ``tenant.update``."""
+    config = _config(args, console)
+    directory = _directory(config, console)
+    try:
+        before = directory.tenant_by_domain(args.domain)
+        after = directory.set_tenant_srtp(console.actor(), before.id, args.policy)
+    finally:
+        directory.db.close()
+    if after.srtp is before.srtp:
+        console.out(f"tenant {after.domain}: srtp is already {after.srtp}; nothing changed")
+    else:
+        console.out(f"tenant {after.domain}: srtp is now {after.srtp} (was {before.srtp})")
+    _warn_required_over_plaintext(console, config, after.srtp)
+    return 0
+
+
+def _warn_required_over_plaintext(console: Console, config: Config, policy: SrtpPolicy) -> None:
+    """Phones on plaintext SIP cannot carry SDES keys: with ``required`` their calls
+    fail (the media policy answers 500), which the operator should hear now."""
+    if policy is SrtpPolicy.REQUIRED and config.sip.plaintext_enabled:
+        print(
+            "telemancer: warning: srtp required: phones registered over plaintext UDP/TCP"
+            " (sip.plaintext_enabled) cannot make or take calls; SRTP keys need TLS signalling",
+            file=console.stderr,
+        )
 
 
 def cmd_tenant_list(args: argparse.Namespace, console: Console) -> int:
     """``tenant list``."""
     directory = _directory(_config(args, console), console)
     rows = [
-        (str(t.id), t.name, t.domain, str(t.max_extensions), str(t.max_concurrent_calls), t.status)
+        (
+            str(t.id),
+            t.name,
+            t.domain,
+            str(t.max_extensions),
+            str(t.max_concurrent_calls),
+            t.status,
+            t.srtp.value,
+        )
         for t in directory.tenants()
     ]
-    _table(console, ("ID", "NAME", "DOMAIN", "MAX-EXT", "MAX-CALLS", "STATUS"), rows)
+    _table(console, ("ID", "NAME", "DOMAIN", "MAX-EXT", "MAX-CALLS", "STATUS", "SRTP"), rows)
     return 0
 
 

@@ -16,7 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeAlias
 
-from appliance.cli import CommandError, Console, _config, _directory, _read_password, _table
+from appliance.cli import (
+    SRTP_POLICIES,
+    CommandError,
+    Console,
+    _config,
+    _directory,
+    _read_password,
+    _table,
+)
 from appliance.store.audit import format_time
 from appliance.store.trunk_checks import TRANSPORTS
 from appliance.store.trunk_health import health
@@ -56,10 +64,23 @@ def add_trunk_commands(commands: _Subparsers) -> None:
     add.add_argument(
         "--inbound-fingerprint", metavar="HEX", help="SHA-256 pin of the carrier's client cert"
     )
+    add.add_argument(
+        "--srtp",
+        choices=SRTP_POLICIES,
+        default="optional",
+        help="SRTP policy toward the carrier (required needs --transport tls)",
+    )
     add.set_defaults(func=cmd_trunk_add)
     listing = trunk.add_parser("list", help="list a tenant's trunks (never passwords)")
     _domain(listing)
     listing.set_defaults(func=cmd_trunk_list)
+    srtp = trunk.add_parser("srtp", help="set a trunk's SRTP policy")
+    _domain(srtp)
+    srtp.add_argument("name", metavar="NAME")
+    srtp.add_argument(
+        "policy", metavar="POLICY", choices=SRTP_POLICIES, help="%(choices)s (required needs TLS)"
+    )
+    srtp.set_defaults(func=cmd_trunk_srtp)
     remove = trunk.add_parser("remove", help="remove a trunk no route uses")
     _domain(remove)
     remove.add_argument("name", metavar="NAME")
@@ -192,6 +213,7 @@ def cmd_trunk_add(args: argparse.Namespace, console: Console) -> int:
         fingerprint=args.fingerprint,
         inbound_networks=tuple(args.inbound_network),
         inbound_fingerprint=args.inbound_fingerprint,
+        srtp=args.srtp,
     )
     with _trunks(args, console) as trunks:
         credentials = None
@@ -208,6 +230,24 @@ def cmd_trunk_add(args: argparse.Namespace, console: Console) -> int:
             f"telemancer: warning: {trunk.transport} is plaintext; the SIP service uses it only"
             " toward hosts in sip.internal_subnets",
             file=console.stderr,
+        )
+    return 0
+
+
+def cmd_trunk_srtp(args: argparse.Namespace, console: Console) -> int:
+    """``trunk srtp DOMAIN NAME POLICY``: audited as ``trunk.update``; ``required`` on
+    a udp or tcp trunk is refused (exit 1) and changes nothing."""
+    with _trunks(args, console) as trunks:
+        before = trunks.get(args.name)
+        after = trunks.set_srtp(console.actor(), args.name, args.policy)
+        domain = trunks.domain()
+    if after.srtp is before.srtp:
+        console.out(
+            f"trunk {after.name} of {domain}: srtp is already {after.srtp}; nothing changed"
+        )
+    else:
+        console.out(
+            f"trunk {after.name} of {domain}: srtp is now {after.srtp} (was {before.srtp})"
         )
     return 0
 
@@ -252,6 +292,7 @@ def cmd_trunk_list(args: argparse.Namespace, console: Console) -> int:
                 "sha256" if t.fingerprint else "-",
                 ",".join(t.inbound_networks) or "-",
                 "sha256" if t.inbound_fingerprint else "-",
+                t.srtp.value,
             )
             for t in trunks.list()
         ]
@@ -270,6 +311,7 @@ def cmd_trunk_list(args: argparse.Namespace, console: Console) -> int:
             "PIN",
             "INBOUND",
             "INBOUND-PIN",
+            "SRTP",
         ),
         rows,
     )

@@ -90,7 +90,7 @@ def test_tenant_add_and_list(instance: Path) -> None:
     assert added.status == 0 and "acme.example" in added.out
     listed = cli(instance, "tenant", "list")
     assert listed.status == 0
-    assert ["1", "Acme", "acme.example", "20", "4", "active"] in [
+    assert ["1", "Acme", "acme.example", "20", "4", "active", "optional"] in [
         line.split() for line in listed.out.splitlines()
     ]
 

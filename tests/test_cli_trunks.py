@@ -108,6 +108,7 @@ def test_trunk_add_and_list_never_show_the_password(instance: Path) -> None:
             "PIN",
             "INBOUND",
             "INBOUND-PIN",
+            "SRTP",
         ],
         [
             "carrier",
@@ -122,6 +123,7 @@ def test_trunk_add_and_list_never_show_the_password(instance: Path) -> None:
             "sha256",
             "192.0.2.0/24,198.51.100.7/32",
             "sha256",
+            "optional",
         ],
     ]
     assert PASSWORD not in listed.out
