@@ -129,6 +129,35 @@ class SipConfig:
         return fallback if listen.host in _WILDCARDS else listen.host
 
 
+#: The relay's default port range (RTP on even ports, RTCP on the odd port above).
+MEDIA_PORT_MIN, MEDIA_PORT_MAX = 20000, 29999
+#: A call has two legs, each an RTP/RTCP pair: a range with fewer pairs carries no call.
+MEDIA_MIN_PAIRS = 2
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The RTP/SRTP relay: the address its sockets bind (``listen``), the one
+    written in SDP ``c=`` lines for phones and carriers to send to
+    (``advertised_address``), its port range and the silence that ends a call."""
+
+    listen: str
+    advertised_address: str
+    port_min: int
+    port_max: int
+    idle_timeout: int
+
+    @property
+    def port_pairs(self) -> int:
+        """How many RTP/RTCP pairs (an even port and the odd one above) the range holds."""
+        return media_port_pairs(self.port_min, self.port_max)
+
+
+def media_port_pairs(port_min: int, port_max: int) -> int:
+    """The even ports ``p`` with ``port_min <= p`` and ``p + 1 <= port_max``."""
+    return len(range(port_min + port_min % 2, port_max, 2))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration tree."""
@@ -143,6 +172,7 @@ class Config:
     audit: AuditConfig
     log: LogConfig
     sip: SipConfig
+    media: MediaConfig
 
     @property
     def production(self) -> bool:
@@ -240,7 +270,9 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         sip_r.problem("internal_subnets", "plaintext_enabled needs at least one internal subnet")
     if sip.min_expires > sip.max_expires:
         sip_r.problem("min_expires", "must not exceed max_expires")
-    for section in (r, admin_r, tls_r, sec_r, audit_r, log_r, sip_r):
+    media_r = r.section("media")
+    media = _media(media_r, sip)
+    for section in (r, admin_r, tls_r, sec_r, audit_r, log_r, sip_r, media_r):
         section.reject_unknown()
     if tls_cert is None or tls_key is None or audit_key is None or data_dir is None:
         return None
@@ -255,6 +287,53 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         audit=audit,
         log=log,
         sip=sip,
+        media=media,
+    )
+
+
+def _media(r: _Reader, sip: SipConfig) -> MediaConfig:
+    """The ``[media]`` section. ``listen`` defaults to the SIP TLS listener's host,
+    so the relay is reachable wherever phones reach SIP (127.0.0.1 in a dev
+    instance); ``advertised_address`` defaults to ``listen``, and must be given
+    when that is a wildcard: SDP needs one address peers can send to."""
+    listen = r.address("listen")
+    if listen is None:
+        listen = ipaddress.ip_address(sip.tls_listen.host)
+    advertised = r.address("advertised_address")
+    if advertised is None and not r.reported("advertised_address") and not r.reported("listen"):
+        if listen.is_unspecified:
+            r.problem(
+                "advertised_address",
+                f"is required when media.listen is the wildcard {listen}: the address"
+                " phones and carriers send media to, written in SDP c= lines",
+            )
+    elif advertised is not None:
+        if advertised.is_unspecified or advertised.is_multicast:
+            # c=IN IP4 0.0.0.0 means "hold" (RFC 3264), not an address to send to.
+            r.problem("advertised_address", f"must be a unicast address, got {advertised}")
+        elif advertised.version != listen.version and listen != ipaddress.IPv6Address("::"):
+            r.problem(
+                "advertised_address",
+                f"is IPv{advertised.version} but media.listen {listen} is IPv{listen.version}",
+            )
+    port_min = r.integer("port_min", MEDIA_PORT_MIN, minimum=1024, maximum=65535)
+    port_max = r.integer("port_max", MEDIA_PORT_MAX, minimum=1024, maximum=65535)
+    if not r.reported("port_min") and not r.reported("port_max"):
+        pairs = media_port_pairs(port_min, port_max)
+        if port_min >= port_max:
+            r.problem("port_max", f"must be greater than port_min ({port_min}), got {port_max}")
+        elif pairs < MEDIA_MIN_PAIRS:
+            r.problem(
+                "port_max",
+                f"port_min..port_max ({port_min}..{port_max}) holds {pairs} RTP/RTCP pair(s)"
+                f" (an even port and the odd one above it); one call needs {MEDIA_MIN_PAIRS}",
+            )
+    return MediaConfig(
+        listen=str(listen),
+        advertised_address=str(listen if advertised is None else advertised),
+        port_min=port_min,
+        port_max=port_max,
+        idle_timeout=r.integer("idle_timeout", 60, minimum=1, maximum=86400),
     )
 
 
@@ -310,6 +389,11 @@ class _Reader:
     def problem(self, key: str, message: str) -> None:
         self._problems.append((self._key(key), message))
 
+    def reported(self, key: str) -> bool:
+        """Whether ``key`` already has a problem of its own (so checks that relate
+        it to other keys would only repeat it)."""
+        return key in self._reported
+
     def _get(self, key: str, kind: type | tuple[type, ...], kind_name: str) -> Any:
         self._seen.add(key)
         value = self._raw.get(key, _MISSING)
@@ -339,6 +423,7 @@ class _Reader:
             return default
         if not minimum <= value <= maximum:
             self.problem(key, f"must be between {minimum} and {maximum}, got {value}")
+            self._reported.add(key)
             return default
         return int(value)
 
@@ -417,6 +502,18 @@ class _Reader:
                 self.problem(key, f"not an IP address or host name: {value!r}")
                 return ""
         return str(value)
+
+    def address(self, key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """An IP address with no port or brackets, or None when absent or wrong."""
+        value = self._get(key, str, "an IP address string")
+        if value is _MISSING:
+            return None
+        try:
+            return ipaddress.ip_address(value)
+        except ValueError:
+            self.problem(key, f"not an IP address: {value!r}")
+            self._reported.add(key)
+            return None
 
     def networks(self, key: str) -> tuple[IPNetwork, ...]:
         """A list of CIDR strings (``10.0.0.0/8``, ``::1/128``); host bits are an error."""
@@ -502,3 +599,9 @@ def redacted_summary(config: Config) -> Iterator[str]:
     yield f"sip.digest_algorithms: {', '.join(sip.digest_algorithms)}"
     yield f"sip.advertised_host: {sip.advertised_host or '(the listen address)'}"
     yield f"sip.max_call_seconds: {sip.max_call_seconds}"
+    media = config.media
+    yield f"media.listen: {media.listen}"
+    yield f"media.advertised_address: {media.advertised_address}"
+    yield f"media.port_min: {media.port_min}"
+    yield f"media.port_max: {media.port_max}"
+    yield f"media.idle_timeout: {media.idle_timeout}"

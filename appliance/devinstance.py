@@ -42,6 +42,14 @@ plaintext_enabled = false
 plaintext_listen = "127.0.0.1:5060"
 internal_subnets = ["127.0.0.0/24"]
 
+[media]
+# The RTP/SRTP relay binds here and writes this address into SDP (advertised_address
+# defaults to listen); each call takes two even/odd port pairs from the range.
+listen = "127.0.0.1"
+port_min = 20000
+port_max = 29999
+idle_timeout = 60
+
 [tls]
 certificate = "tls/server.crt"
 private_key = "file:tls/server.key"

@@ -16,6 +16,7 @@ from appliance.config import (
     Config,
     ConfigError,
     ListenAddress,
+    MediaConfig,
     load,
     parse_listen,
     redacted_summary,
@@ -151,7 +152,9 @@ def test_mode_defaults_to_production(tmp_path: Path) -> None:
 
 
 def test_defaults_for_optional_keys(tmp_path: Path) -> None:
-    """Only the required keys given: every other key takes its documented default."""
+    """Only the required keys given: every other key takes its documented default.
+    (SIP listens on 0.0.0.0 by default, so the relay does too, and then needs
+    ``media.advertised_address``.)"""
     text = """\
 mode = "development"
 data_dir = "."
@@ -162,8 +165,13 @@ private_key = "file:tls/server.key"
 
 [secrets]
 audit_signing_key = "file:secrets/audit-signing.key"
+
+[media]
+advertised_address = "192.0.2.10"
 """
     config = load(_instance(tmp_path, text), {})
+    wildcard = "0.0.0.0"  # noqa: S104 (the default listen value, not a bind)
+    assert config.media == MediaConfig(wildcard, "192.0.2.10", 20000, 29999, 60)
     assert config.allow_unencrypted_storage is False
     assert config.admin.listen == ListenAddress("127.0.0.1", 8443)
     assert config.tls.chain is None
@@ -228,6 +236,9 @@ audit_signing_key = "file:secrets/audit-signing.key"
 
 [log]
 level = "${LOG_LEVEL:-info}"
+
+[media]
+advertised_address = "${MEDIA_ADDRESS}"
 """
     path = root / "substituted.toml"
     path.write_text(text, encoding="utf-8")
@@ -239,8 +250,10 @@ level = "${LOG_LEVEL:-info}"
         "JWT_VAR": "TELEMANCER_JWT",
         "TELEMANCER_JWT": "from-the-environment-0123456789abcdef",
         "LOG_LEVEL": "debug",
+        "MEDIA_ADDRESS": "198.51.100.7",
     }
     config = load(path, environ)
+    assert config.media.advertised_address == "198.51.100.7"
     assert config.mode == "development"
     assert config.data_dir == tmp_path
     assert config.admin.listen == ListenAddress("127.0.0.1", 9443)
@@ -668,6 +681,11 @@ def test_redacted_summary_covers_every_key(tmp_path: Path) -> None:
         "sip.digest_algorithms",
         "sip.advertised_host",
         "sip.max_call_seconds",
+        "media.listen",
+        "media.advertised_address",
+        "media.port_min",
+        "media.port_max",
+        "media.idle_timeout",
     ]
 
 
