@@ -27,6 +27,8 @@ from twisted.web.server import Site
 from appliance import __version__, preflight, tls
 from appliance.admin.health import HealthApp
 from appliance.config import Config, ConfigError, ListenAddress
+from appliance.media.relay import PortPool, Relay
+from appliance.media.udp import MediaSockets
 from appliance.reactor import IApplianceReactor
 from appliance.secrets import derive_key
 from appliance.sip.blocklist import Blocklist
@@ -198,7 +200,7 @@ def make_service(
         reactor,
         config.sip,
         sealing_key(config),
-        _sip_edge(config, directory, reactor.seconds()),
+        _sip_edge(config, directory, reactor),
         store,
         prepared.sip_tls_options,
         data_version(directory.db),
@@ -217,9 +219,10 @@ def make_service(
     return appliance
 
 
-def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
-    """The SIP core, loaded with the stored directory, registrations and blocks."""
-    sip = config.sip
+def _sip_edge(config: Config, directory: Directory, reactor: IApplianceReactor) -> SipEdge:
+    """The SIP core, loaded with the stored directory, registrations and blocks,
+    and the media relay its calls go through."""
+    sip, now = config.sip, reactor.seconds()
     nonces = NonceFactory(
         derive_key(config.secrets.jwt_signing_key, "telemancer sip digest nonce"),
         sip.nonce_lifetime_seconds,
@@ -239,6 +242,8 @@ def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
     for block in load_blocks(directory.db, now):
         blocklist.restore(block.ip, block.since, block.until, block.reason, now=now)
     verifier = DigestVerifier(nonces, algorithms=sip.digest_algorithms)
+    media = config.media
+    relay = Relay(PortPool(media.port_min, media.port_max), idle_seconds=media.idle_timeout)
     host = socket.gethostname()
     addresses = [ProxyAddress("tls", sip.advertised(sip.tls_listen, host), sip.tls_listen.port)]
     if sip.plaintext_enabled:
@@ -250,5 +255,7 @@ def _sip_edge(config: Config, directory: Directory, now: float) -> SipEdge:
         registrar,
         blocklist,
         addresses,
+        media=MediaSockets(reactor, relay, config.media.listen),
+        media_address=config.media.advertised_address,
         max_call_seconds=sip.max_call_seconds,
     )

@@ -82,6 +82,8 @@ HOUSEKEEPING_SECONDS = 60.0
 LOCATE_SECONDS = 30.0
 #: How often each trunk's carrier is pinged with OPTIONS.
 PING_SECONDS = 30.0
+#: How often calls are checked for silent media (the idle time itself is config).
+MEDIA_IDLE_CHECK_SECONDS = 5.0
 #: At most one quota-refusal audit record per tenant in this many seconds.
 REFUSAL_AUDIT_SECONDS = 60.0
 
@@ -281,6 +283,13 @@ class SipService(Service):
             flows = self.edge.proxy.trunk_flows.get(trunk.id)
             if flows:
                 self._perform(self.edge.proxy.ping(trunk, flows[0], now))
+
+    def expire_media(self) -> None:
+        """End answered calls whose media has been silent both ways for the idle time."""
+        now = self.reactor.seconds()
+        idle = self.edge.proxy.media.expire_idle(now)
+        if idle:
+            self._perform(self.edge.proxy.media_idle([i.call_id for i in idle], now))
 
     def _located(self, targets: list[Target], trunk: TrunkEntry) -> None:
         flows: list[Flow] = []
@@ -506,6 +515,7 @@ class SipService(Service):
             (HOUSEKEEPING_SECONDS, self.housekeeping),
             (LOCATE_SECONDS, self.locate_carriers),
             (PING_SECONDS, self.ping_carriers),
+            (MEDIA_IDLE_CHECK_SECONDS, self.expire_media),
         )
         for interval, call in loops:
             loop = LoopingCall(call)

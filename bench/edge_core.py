@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from appliance.media.relay import PortPool, Relay
 from appliance.sip import digest
 from appliance.sip.actions import Action, Send
 from appliance.sip.blocklist import Blocklist
@@ -57,7 +58,14 @@ def make_edge(users: Sequence[tuple[str, str]]) -> SipEdge:
     ]
     tenant = TenantEntry(1, DOMAIN, "active", len(users), 10)
     verifier = DigestVerifier(NonceFactory(secrets.token_bytes(32), 300), algorithms=(digest.MD5,))
-    return SipEdge(SipDirectory([tenant], extensions), verifier, Registrar(), Blocklist())
+    return SipEdge(
+        SipDirectory([tenant], extensions),
+        verifier,
+        Registrar(),
+        Blocklist(),
+        media=Relay(PortPool()),
+        media_address="127.0.0.1",
+    )
 
 
 def _sent(actions: list[Action]) -> bytes:

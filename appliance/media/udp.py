@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUD
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from appliance.media.relay import Forward, MediaIdle, MediaSession, Relay
+from appliance.media.relay import Cipher, Forward, Leg, MediaIdle, MediaSession, Relay
 
 #: Attempts at finding a bindable pair before the call is refused (503).
 BIND_ATTEMPTS = 8
@@ -63,6 +63,28 @@ class MediaSockets:
             self.relay.close(call_id)
         return None
 
+    def configure(
+        self,
+        leg: Leg,
+        *,
+        expected: tuple[str, int] | None,
+        rtcp_mux: bool,
+        inbound: Cipher | None,
+        outbound: Cipher | None,
+        suite: str | None,
+        now: float,
+    ) -> None:
+        """Set a leg from its negotiated SDP (see :meth:`Relay.configure`)."""
+        self.relay.configure(
+            leg,
+            expected=expected,
+            rtcp_mux=rtcp_mux,
+            inbound=inbound,
+            outbound=outbound,
+            suite=suite,
+            now=now,
+        )
+
     def _bind(self, session: MediaSession) -> bool:
         bound: list[int] = []
         for leg in (session.a, session.b):
@@ -104,9 +126,9 @@ class MediaSockets:
         if entry is not None and entry[1].transport is not None:
             entry[1].transport.write(forward.data, forward.destination)
 
-    def expire_idle(self) -> list[MediaIdle]:
+    def expire_idle(self, now: float) -> list[MediaIdle]:
         """Calls whose media has been silent for the idle time."""
-        return self.relay.expire_idle(self.clock.seconds())
+        return self.relay.expire_idle(now)
 
     @property
     def bound_ports(self) -> int:

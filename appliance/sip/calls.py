@@ -8,10 +8,11 @@ goes through :meth:`Call.end`, which is where the slot is given back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from appliance.sip.call_media import CallMedia
 from appliance.sip.cdr import CallDetailRecord, Direction, Disposition, HangupBy, disposition_for
 from appliance.sip.registrar import Flow
 
@@ -94,6 +95,11 @@ class Call:
     #: Added to the caller's CSeq numbers toward the callee: one for each time we
     #: re-sent the INVITE to answer a carrier's challenge.
     callee_cseq_offset: int = 0
+    #: The relay's ports and both legs' negotiation, from admission to the end.
+    media: CallMedia | None = None
+    #: Why we ended it ourselves when that is not plain from ``hangup_by``
+    #: (``media-timeout``): recorded in the CDR's media fields.
+    end_reason: str | None = None
 
     def end(
         self,
@@ -104,13 +110,18 @@ class Call:
         hangup_by: HangupBy | None,
         disposition: Disposition | None = None,
     ) -> CallDetailRecord | None:
-        """End the call once: release its slot and return its record (None if it
-        had ended already)."""
+        """End the call once: release its slot and its media ports and return its
+        record, with both legs' media counters (None if it had ended already)."""
         if self.state == "ended":
             return None
         self.state = "ended"
         admission.release(self.tenant_id)
-        return self.record(now, status=status, hangup_by=hangup_by, disposition=disposition)
+        media: dict[str, object] = {} if self.media is None else self.media.close()
+        if self.end_reason is not None:
+            media["end_reason"] = self.end_reason
+        return self.record(
+            now, status=status, hangup_by=hangup_by, disposition=disposition, media=media
+        )
 
     def record(
         self,
@@ -119,6 +130,7 @@ class Call:
         status: int,
         hangup_by: HangupBy | None,
         disposition: Disposition | None = None,
+        media: Mapping[str, object] | None = None,
     ) -> CallDetailRecord:
         """The call's record as of ``now`` (ended then)."""
         if disposition is None:
@@ -139,4 +151,5 @@ class Call:
             final_status=status or self.final_status,
             caller_transport=self.caller_leg.flow.transport,
             callee_transport=self.callee_leg.flow.transport if self.callee_leg else None,
+            media=media or {},
         )

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from appliance.sip import digest, limits
 from appliance.sip.actions import Action, BindingsChanged, BlockChanged, CloseConnections, Send
 from appliance.sip.blocklist import Blocklist
+from appliance.sip.call_media import MediaPorts
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
 from appliance.sip.grammar import SipUri, parse_sip_uri
@@ -65,6 +66,8 @@ class SipEdge:
         blocklist: Blocklist,
         addresses: Sequence[ProxyAddress] = (ProxyAddress("tls", "127.0.0.1", 5061),),
         *,
+        media: MediaPorts,
+        media_address: str,
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
     ) -> None:
         self.verifier = verifier
@@ -76,6 +79,8 @@ class SipEdge:
             registrar,
             blocklist,
             addresses,
+            media=media,
+            media_address=media_address,
             max_call_seconds=max_call_seconds,
         )
         self.directory = directory

@@ -11,7 +11,7 @@ them.
 from __future__ import annotations
 
 from appliance.sip.calls import Call
-from appliance.sip.forwarding import ack_for_failure, cancel_for, strip_for_forwarding
+from appliance.sip.forwarding import ack_for_failure, cancel_for, strip_for_forwarding, with_body
 from appliance.sip.message import Message, Rewrite, parse_datagram
 from appliance.sip.proxy_state import Branch, Upstream
 from appliance.sip.registrar import Flow
@@ -26,12 +26,14 @@ def forked_invite(
     via: str,
     record_routes: list[str],
     asserted: str | None = None,
+    body: bytes,
 ) -> bytes:
     """``message`` as one branch sends it to ``request_uri``: stripped for
-    forwarding, its asserted identity replaced by ``asserted`` if given, and our
-    Record-Route and Via on top."""
+    forwarding, its asserted identity replaced by ``asserted`` if given, our
+    Record-Route and Via on top, and ``body`` (the SDP written for this branch)."""
     rewrite = Rewrite(message).replace_start_line(f"INVITE {request_uri} SIP/2.0")
     strip_for_forwarding(message, rewrite, source=source)
+    with_body(message, rewrite, body)
     if asserted is not None:
         for field_ in message.all("p-asserted-identity") + message.all("remote-party-id"):
             rewrite.remove(field_)

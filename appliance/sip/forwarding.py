@@ -38,10 +38,11 @@ def strip_for_forwarding(
             rewrite.remove(route)
 
 
-def without_top_via(message: Message, cseq: str | None = None) -> bytes:
+def without_top_via(message: Message, cseq: str | None = None, body: bytes | None = None) -> bytes:
     """A response with our Via removed, for the next hop up; ``cseq`` (the
     request's own, as it reached us) replaces the CSeq when we re-sent the
-    request with another number (answering a carrier's challenge)."""
+    request with another number (answering a carrier's challenge); ``body``
+    replaces the body (see :func:`with_body`)."""
     first = message.all("via")[0]
     values = [v.strip() for v in first.value.split(",")]
     rewrite = Rewrite(message)
@@ -52,7 +53,25 @@ def without_top_via(message: Message, cseq: str | None = None) -> bytes:
     cseq_fields = message.all("cseq")
     if cseq is not None and cseq_fields and cseq_fields[0].value != cseq:
         rewrite.replace(cseq_fields[0], cseq)
+    if body is not None:
+        with_body(message, rewrite, body)
     return rewrite.to_bytes()
+
+
+def with_body(message: Message, rewrite: Rewrite, body: bytes) -> None:
+    """Replace the body: the SDP written for the other leg, or nothing (``b""``,
+    Content-Type removed too) when a peer's SDP must not reach the other leg."""
+    rewrite.set_body(body)
+    if not body:
+        for field_ in message.all("content-type"):
+            rewrite.remove(field_)
+
+
+def is_sdp(message: Message) -> bool:
+    """Whether ``message`` carries a session description (addresses and keys of
+    its sender's leg, never to be passed on as it is)."""
+    content_type = (message.first("content-type") or "").split(";")[0].strip().lower()
+    return bool(message.body) and content_type == "application/sdp"
 
 
 def with_cseq(message: Message, rewrite: Rewrite, offset: int) -> None:
@@ -96,10 +115,14 @@ def cancel_for(request: Message) -> bytes:
 
 
 def synthetic_timeout(
-    request: Message, status: int = 408, reason: str = "Request Timeout"
+    request: Message,
+    status: int = 408,
+    reason: str = "Request Timeout",
+    warning: str | None = None,
 ) -> Message:
     """A final answer standing in for a branch that never answered (§16.7 step 2:
-    408 on Timer B, 503 when its connection failed)."""
+    408 on Timer B, 503 when its connection failed), or whose answer we refused
+    (488 with a ``warning``)."""
     via = request.all("via")[0].value
     lines = [
         f"SIP/2.0 {status} {reason}",
@@ -109,6 +132,7 @@ def synthetic_timeout(
         f"To: {request.first('to')}",
         f"Call-ID: {request.call_id}",
         f"CSeq: {request.cseq.number} {request.cseq.method}",
+        *([f"Warning: {warning}"] if warning else []),
         "Content-Length: 0",
     ]
     return parse_datagram(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))

@@ -79,4 +79,32 @@ def bye_request(
         f'Reason: SIP;cause=200;text="ended by the proxy ({address.transport})"',
         "Content-Length: 0",
     ]
+    return _encode(lines)
+
+
+def refuse_answer(
+    request: Message, answer: Message, vias: tuple[str, str], why: str
+) -> tuple[bytes, bytes]:
+    """The ACK and BYE ending the dialog a 2xx ``answer`` to our INVITE ``request``
+    set up, when its SDP answer is unusable (a 2xx cannot be refused, §13.2.2.4):
+    both sent to the answer's Contact, each with its own Via from ``vias``."""
+    target = answer.contacts[0].uri if answer.contacts else request.uri
+    common = [
+        "Max-Forwards: 70",
+        f"From: {request.first('from')}",
+        f"To: {answer.first('to')}",
+        f"Call-ID: {request.call_id}",
+    ]
+    ack = [f"ACK {target} SIP/2.0", f"Via: {vias[0]}", *common]
+    ack += [f"CSeq: {request.cseq.number} ACK", "Content-Length: 0"]
+    bye = [f"BYE {target} SIP/2.0", f"Via: {vias[1]}", *common]
+    bye += [
+        f"CSeq: {request.cseq.number + 1} BYE",
+        f'Reason: SIP;cause=488;text="{why}"',
+        "Content-Length: 0",
+    ]
+    return _encode(ack), _encode(bye)
+
+
+def _encode(lines: list[str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

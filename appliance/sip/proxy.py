@@ -9,8 +9,12 @@ step failing closed with the SIP status the edge answers:
 2. the Request-URI must name an extension of the caller's own tenant: no
    other domain, no ``maddr``, no pre-loaded Route but our own (403/404);
 3. the extension must have a reachable registration (480);
-4. the tenant's concurrent-call quota is reserved (503, before anything rings);
-5. the INVITE is forked to every contact, each over the flow it registered on.
+4. the SDP offer is read and each leg's SRTP policy applied (488 with a
+   Warning when the policy refuses it: ``call_media``);
+5. the tenant's concurrent-call quota is reserved and the relay's ports taken
+   (503, before anything rings);
+6. the INVITE is forked to every contact, each over the flow it registered on,
+   each with its own SDP: our relay's address and port, and its own keys.
 
 In-dialog requests follow the Record-Route we inserted: they are matched to
 their call by Call-ID and tags and sent over the other leg's flow.
@@ -18,19 +22,22 @@ their call by Call-ID and tags and sent over the other leg's flow.
 This module holds the :class:`Proxy` and the order of its work; the records it
 keeps are in ``proxy_state``, and the parts that read on their own beside it
 in ``proxy_auth`` (step 1), ``proxy_address`` (step 2, Via and Record-Route),
-``quota`` (step 4), ``carriers`` (trunks), ``in_dialog`` and ``deadlines``.
+``call_media`` (step 4 and every answer), ``quota`` (step 5), ``carriers``
+(trunks), ``in_dialog`` and ``deadlines``.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from appliance.media.policy import OfferPlan, Reject, SrtpPolicy, plan_offer
 from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, QuotaRefused, Send
 from appliance.sip.blocklist import Blocklist
-from appliance.sip.call_parties import call_parties
+from appliance.sip.call_media import CallMedia, MediaPorts, Refused, read_offer, rejected
+from appliance.sip.call_parties import Parties, call_parties
 from appliance.sip.calls import Admission, Call, Leg
 from appliance.sip.carriers import ping_branch, pinged, toward_carrier, with_trunk_credentials
 from appliance.sip.deadlines import Deadlines
@@ -39,13 +46,15 @@ from appliance.sip.directory import SipDirectory
 from appliance.sip.errors import SipError
 from appliance.sip.forking import cancel_branch, forked_invite, invite_branch
 from appliance.sip.forwarding import (
+    is_sdp,
     strip_for_forwarding,
     synthetic_timeout,
+    with_body,
     with_cseq,
     without_top_via,
 )
-from appliance.sip.in_dialog import bye_request, dialog_legs, dialog_transactions
-from appliance.sip.message import Message, Rewrite
+from appliance.sip.in_dialog import bye_request, dialog_legs, dialog_transactions, refuse_answer
+from appliance.sip.message import Message, Rewrite, parse_datagram
 from appliance.sip.proxy_address import ProxyAddress, pop_our_routes, record_routes, via
 from appliance.sip.proxy_state import Branch, Upstream, live_call, method_of, sends, server_key
 from appliance.sip.quota import QuotaError, record_refused_call
@@ -80,9 +89,14 @@ class Proxy:
         blocklist: Blocklist,
         addresses: Sequence[ProxyAddress],
         *,
+        media: MediaPorts,
+        media_address: str,
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
     ) -> None:
         self.directory = directory
+        #: The relay every call's media goes through, and the address SDP names for it.
+        self.media = media
+        self.media_address = media_address
         self.verifier = verifier
         self.registrar = registrar
         self.blocklist = blocklist
@@ -159,21 +173,40 @@ class Proxy:
         if isinstance(decision, Internal):
             callee_aor = f"{decision.extension.number}@{tenant.domain}"
             targets = [
-                b
+                (b.flow, b.contact)
                 for b in self.registrar.bindings(decision.extension.id, now)
                 if self._reachable(b.flow)
             ]
             if not targets:
                 raise SipError(480, "Temporarily Unavailable")
+            callee_policy = tenant.srtp
         else:
             callee_aor = decision.e164
             carrier_flows = self.trunk_flows.get(decision.trunk.id, [])
             if not carrier_flows:
                 raise SipError(503, "Service Unavailable (carrier not reachable)")
+            targets = [(carrier_flows[0], "")]
+            callee_policy = decision.trunk.srtp
+        caller_policy = self._caller_policy(parties)
+        offer = read_offer(message, caller_policy, flow.transport)
+        plans = _plans(callee_policy, targets)
         call_id = message.call_id
         if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
             limit = tenant.max_concurrent_calls
             raise QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit, parties.direction)
+        try:
+            media = CallMedia.open(
+                self.media,
+                call_id,
+                offer,
+                address=self.media_address,
+                caller=(caller_policy, flow.transport),
+                callee_policy=callee_policy,
+                now=now,
+            )
+        except SipError:
+            self.admission.release(tenant.id)
+            raise
         contact = message.contacts[0].uri if message.contacts else ""
         call = Call(
             tenant_id=tenant.id,
@@ -185,6 +218,7 @@ class Proxy:
             caller_leg=Leg(flow, message.from_.tag, contact, message.cseq.number),
             deadline=now + self.max_call_seconds,
             trunk=parties.trunk_name,
+            media=media,
         )
         self.calls[call_id] = call
         self._deadlines.push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
@@ -199,22 +233,33 @@ class Proxy:
         trying = response(message, 100, "Trying", source=flow.remote)
         actions += sends(flow, server.send_response(100, trying, now))
         if isinstance(decision, Internal):
-            for binding in targets:
-                actions += self._fork(call, upstream, binding.flow, binding.contact, now)
+            for (target, contact), plan in plans:
+                actions += self._fork(call, upstream, target, contact, plan, now)
         else:
             request_uri, asserted = toward_carrier(
                 decision.trunk, decision.number, caller_aor, tenant.domain
             )
+            ((target, _), plan) = plans[0]
             actions += self._fork(
                 call,
                 upstream,
-                carrier_flows[0],
+                target,
                 request_uri,
+                plan,
                 now,
                 trunk=decision.trunk,
                 asserted=asserted,
             )
         return actions
+
+    def _caller_policy(self, parties: Parties) -> SrtpPolicy:
+        """The SRTP policy of the caller's leg: its trunk's for a call from a
+        carrier, its tenant's for a phone."""
+        if parties.direction == "inbound" and parties.trunk_name is not None:
+            trunk = self.directory.trunk(parties.tenant.id, parties.trunk_name)
+            if trunk is not None:
+                return trunk.srtp
+        return parties.tenant.srtp
 
     def _reachable(self, flow: Flow) -> bool:
         """UDP flows always; a TLS/TCP flow while its connection is up, and a
@@ -236,13 +281,16 @@ class Proxy:
         upstream: Upstream,
         target: Flow,
         request_uri: str,
+        plan: OfferPlan,
         now: float,
         *,
         trunk: TrunkEntry | None = None,
         asserted: str | None = None,
     ) -> list[Action]:
-        """Send one branch of the INVITE to ``request_uri`` over ``target``."""
+        """Send one branch of the INVITE to ``request_uri`` over ``target``,
+        offering it ``plan``."""
         branch_id = self._branch_id()
+        assert call.media is not None
         data = forked_invite(
             upstream.message,
             request_uri,
@@ -250,6 +298,7 @@ class Proxy:
             via=via(self.addresses, target, branch_id),
             record_routes=record_routes(self.addresses, upstream.flow, target),
             asserted=asserted,
+            body=call.media.offer_body(branch_id, plan),
         )
         return self._start_branch(call, upstream, target, data, branch_id, now, trunk)
 
@@ -267,6 +316,7 @@ class Proxy:
     ) -> list[Action]:
         branch = invite_branch(data, branch_id, target, call, upstream, now)
         branch.trunk, branch.authenticated = trunk, authenticated
+        branch.media = call.media
         self._branches[branch.id] = branch
         self._touched.add(("branch", branch.id))
         upstream.branches.append(branch.id)
@@ -284,6 +334,8 @@ class Proxy:
             return []
         upstream.branches.remove(branch.id)
         call.callee_cseq_offset += 1
+        if call.media is not None:
+            call.media.rebranch(branch.id, new_id)
         return self._start_branch(
             call, upstream, branch.flow, authorized, new_id, now, trunk, authenticated=True
         )
@@ -305,6 +357,15 @@ class Proxy:
         strip_for_forwarding(message, rewrite, source=flow.remote, keep_routes=True)
         branch_id = self._branch_id()
         rewrite.insert_first("Via", via(self.addresses, target.flow, branch_id))
+        offering = call.media is not None and (
+            message.method == "INVITE" or (message.method == "UPDATE" and bool(message.body))
+        )
+        if offering and call.media is not None:
+            from_caller = source is call.caller_leg
+            body = call.media.reoffer(branch_id, message, from_caller=from_caller)
+            with_body(message, rewrite, body)
+        elif is_sdp(message):  # an SDP where we take no offer (ACK, PRACK): never passed on
+            with_body(message, rewrite, b"")
         data = rewrite.to_bytes()
         actions: list[Action] = []
         if message.method == "BYE":
@@ -326,6 +387,8 @@ class Proxy:
         self._branches[branch_id] = Branch(
             branch_id, target.flow, data, transaction, None, upstream
         )
+        if offering:
+            self._branches[branch_id].media = call.media
         self._touched.update({("upstream", key), ("branch", branch_id)})
         return [*actions, *sends(target.flow, transaction.start(now))]
 
@@ -408,7 +471,20 @@ class Proxy:
             return []
         self._touched.add(("upstream", upstream.key))
         status = message.status
-        upward = without_top_via(message, cseq=upstream.message.first("cseq"))
+        body: bytes | None = b"" if is_sdp(message) else None
+        if branch.media is not None and status > 100:
+            if branch.refused_ack is not None and status < 300:
+                return [Send(branch.flow, branch.refused_ack)] if status >= 200 else []
+            if status >= 300:
+                branch.media.failed(branch.id)
+            else:
+                answer = branch.media.answer(
+                    branch.id, message, branch.flow.transport, now, final=status >= 200
+                )
+                if isinstance(answer, Refused):
+                    return self._refuse(branch, message, answer, now)
+                body = answer if answer is not None else body
+        upward = without_top_via(message, cseq=upstream.message.first("cseq"), body=body)
         call = branch.call
         actions: list[Action] = []
         if status < 200:
@@ -457,6 +533,29 @@ class Proxy:
         return actions + sends(
             upstream.flow, upstream.server.send_response(best_status, best, now)
         )
+
+    def _refuse(
+        self, branch: Branch, answer: Message, refused: Refused, now: float
+    ) -> list[Action]:
+        """A 2xx whose SDP answer we cannot use: ACK it and BYE that leg, then
+        treat the branch as failed with 488 (another branch may still answer)."""
+        assert branch.upstream is not None
+        vias = (
+            via(self.addresses, branch.flow, self._branch_id()),
+            via(self.addresses, branch.flow, self._branch_id()),
+        )
+        ack, bye = refuse_answer(
+            parse_datagram(branch.request), answer, vias, refused.reject.warning_text
+        )
+        branch.refused_ack = ack
+        failed = synthetic_timeout(
+            branch.upstream.message,
+            refused.reject.status,
+            refused.reject.reason,
+            refused.reject.warning,
+        )
+        actions: list[Action] = [Send(branch.flow, ack), Send(branch.flow, bye)]
+        return actions + self._deliver(branch, failed, now)
 
     def _ended(
         self, call: Call, now: float, *, status: int, hangup_by: str | None
@@ -516,6 +615,24 @@ class Proxy:
                     actions += self._cancel_branches(upstream, now)
         status = 200 if call.state == "answered" else 503
         return actions + self._ended(call, now, status=status, hangup_by=hangup_by)
+
+    def media_idle(self, call_ids: Iterable[str], now: float) -> list[Action]:
+        """Calls whose media has been silent both ways for the relay's idle time
+        end with BYE on both legs (CDR ``end_reason`` ``media-timeout``). A call
+        still ringing, or put on hold, is left to its other timers."""
+        actions: list[Action] = []
+        try:
+            for call_id in call_ids:
+                call = self.calls.get(call_id)
+                if call is None or call.state != "answered" or call.media is None:
+                    continue
+                if call.media.on_hold:
+                    continue
+                call.end_reason = "media-timeout"
+                actions += self._hang_up(call, now, hangup_by="system")
+        finally:
+            self._schedule_touched()
+        return actions
 
     def _schedule_touched(self) -> None:
         """Put the next deadline of every transaction touched since the last call
@@ -601,3 +718,21 @@ class Proxy:
             return self._hang_up(call, now, hangup_by="system")
         del self.calls[call.call_id]  # reap: retransmissions of its BYE have had their time
         return []
+
+
+def _plans(
+    policy: SrtpPolicy, targets: list[tuple[Flow, str]]
+) -> list[tuple[tuple[Flow, str], OfferPlan]]:
+    """What each target is offered under the callee leg's ``policy``; targets the
+    policy cannot serve are left out, and with none left the call is refused."""
+    plans: list[tuple[tuple[Flow, str], OfferPlan]] = []
+    refusals: list[Reject] = []
+    for target in targets:
+        plan = plan_offer(policy, target[0].transport)
+        if isinstance(plan, Reject):
+            refusals.append(plan)
+        else:
+            plans.append((target, plan))
+    if not plans:
+        raise rejected(refusals[0])
+    return plans

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from appliance.sip.actions import Action, LiveCall, Send
+from appliance.sip.call_media import CallMedia
 from appliance.sip.calls import Call
 from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.errors import SipError
@@ -47,6 +48,10 @@ class Branch:
     authenticated: bool = False
     #: Set on an OPTIONS ping: which trunk, and when it was sent.
     ping: tuple[int, float] | None = None
+    #: Set on a branch carrying an SDP offer: the call's media, which judges the answer.
+    media: CallMedia | None = None
+    #: The ACK we sent for a 2xx whose answer we refused, re-sent on its retransmissions.
+    refused_ack: bytes | None = None
 
 
 @dataclass

@@ -8,8 +8,11 @@ tests carry them over a fake or a real transport.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from appliance.media.sdes import answer_for, offer_lines
+from appliance.media.sdp import parse_sdp
 from appliance.sip import digest
 from appliance.sip.message import Message
 
@@ -27,6 +30,48 @@ class SipTestClient:
     cseq: int = 0
     nc: int = 0
     from_tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    #: Where our (imaginary) G.711 audio is received.
+    media_port: int = 40000
+    sdp_version: int = 0
+
+    def sdp(
+        self,
+        *,
+        profile: str = "RTP/AVP",
+        crypto: Sequence[str] = (),
+        attributes: Sequence[str] = (),
+        port: int | None = None,
+    ) -> bytes:
+        """A G.711 audio description at our address: an offer, or an answer when
+        given the answer's ``crypto`` line."""
+        self.sdp_version += 1
+        host = self.local[0]
+        lines = [
+            "v=0",
+            f"o=- 4242 {self.sdp_version} IN IP4 {host}",
+            "s=-",
+            f"c=IN IP4 {host}",
+            "t=0 0",
+            f"m=audio {self.media_port if port is None else port} {profile} 0 8",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:8 PCMA/8000",
+            *[f"a=crypto:{line}" for line in crypto],
+            *[f"a={attribute}" for attribute in attributes],
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    @staticmethod
+    def crypto_offer() -> list[str]:
+        """Fresh ``a=crypto`` values for an SRTP offer, every suite we know."""
+        return [line for _, line in offer_lines()]
+
+    def sdp_answer(self, offer: Message) -> bytes:
+        """Our answer to the SDP ``offer``: its profile and, if it offered keys we
+        can use, one crypto line with a fresh key (RFC 4568)."""
+        section = parse_sdp(offer.body).media[0]
+        chosen = answer_for(section.crypto)
+        crypto = () if chosen is None else (chosen[2],)
+        return self.sdp(profile=section.proto, crypto=crypto)
 
     def register(
         self,
@@ -70,8 +115,10 @@ class SipTestClient:
         call_id: str | None = None,
         domain: str | None = None,
         extra: tuple[str, ...] = (),
+        body: bytes | None = None,
     ) -> bytes:
-        """An initial INVITE to ``callee`` (a user of ``domain``, ours by default)."""
+        """An initial INVITE to ``callee`` (a user of ``domain``, ours by default),
+        offering plain G.711 unless given another ``body`` (``b""``: no offer)."""
         self.cseq += 1
         host, port = self.local
         aor = f"sip:{self.user}@{self.domain}"
@@ -89,12 +136,14 @@ class SipTestClient:
         ]
         if authorization:
             lines.append(f"Proxy-Authorization: {authorization}")
-        lines.append("Content-Length: 0")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return _with_body(lines, self.sdp() if body is None else body)
 
-    def in_dialog(self, method: str, answer: Message, *, route: str | None = None) -> bytes:
+    def in_dialog(
+        self, method: str, answer: Message, *, route: str | None = None, body: bytes | None = None
+    ) -> bytes:
         """A request inside the dialog set up by ``answer`` (the 200 to our INVITE),
-        following its Record-Route."""
+        following its Record-Route; a re-INVITE offers plain G.711 unless given
+        another ``body``."""
         if method != "ACK":
             self.cseq += 1
         host, port = self.local
@@ -110,12 +159,23 @@ class SipTestClient:
             f"Call-ID: {answer.call_id}",
             f"CSeq: {answer.cseq.number if method == 'ACK' else self.cseq} {method}",
             *[f"Route: {r}" for r in ([route] if route else routes)],
-            "Content-Length: 0",
         ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if body is None:
+            body = self.sdp() if method == "INVITE" else b""
+        return _with_body(lines, body)
 
-    def answer(self, request: Message, status: int, reason: str, *, tag: str = "callee") -> bytes:
-        """Our response to a request the proxy forwarded to us (we are the callee)."""
+    def answer(
+        self,
+        request: Message,
+        status: int,
+        reason: str,
+        *,
+        tag: str = "callee",
+        body: bytes | None = None,
+    ) -> bytes:
+        """Our response to a request the proxy forwarded to us (we are the callee).
+        A 2xx to an INVITE offering SDP carries our answer unless given another
+        ``body`` (``b""``: none)."""
         host, port = self.local
         to_value = request.first("to") or ""
         if status > 100 and ";tag=" not in to_value:
@@ -129,9 +189,11 @@ class SipTestClient:
             f"Call-ID: {request.call_id}",
             f"CSeq: {request.first('cseq')}",
             f"Contact: <sip:{self.user}@{host}:{port};transport={self.transport.lower()}>",
-            "Content-Length: 0",
         ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        if body is None:
+            offered = request.method == "INVITE" and request.body and 200 <= status < 300
+            body = self.sdp_answer(request) if offered else b""
+        return _with_body(lines, body)
 
     def authorization(
         self,
@@ -175,3 +237,11 @@ class SipTestClient:
             f' response="{answer}", algorithm={algorithm}, qop=auth, nc={nc_text},'
             f' cnonce="{cnonce}"'
         )
+
+
+def _with_body(lines: list[str], body: bytes) -> bytes:
+    """The message of ``lines`` with an SDP ``body`` (or none)."""
+    if body:
+        lines = [*lines, "Content-Type: application/sdp"]
+    head = "\r\n".join([*lines, f"Content-Length: {len(body)}"])
+    return head.encode() + b"\r\n\r\n" + body

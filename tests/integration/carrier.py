@@ -429,7 +429,16 @@ SIP/2.0 200 OK
 [last_Call-ID:]
 [last_CSeq:]
 Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 4242 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
 
     ]]>
   </send>
@@ -466,7 +475,16 @@ To: <sip:{did}@{domain}>
 Call-ID: [call_id]
 CSeq: 1 INVITE
 Contact: <sip:{caller}@[local_ip]:[local_port]>
-Content-Length: 0
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 4242 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
 
     ]]>
   </send>

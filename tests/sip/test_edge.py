@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.media.relay import PortPool, Relay
 from appliance.sip import digest
 from appliance.sip.actions import BindingsChanged, BlockChanged, CloseConnections, Send
 from appliance.sip.blocklist import Blocklist
@@ -35,6 +36,8 @@ def _edge(**blocklist: float) -> SipEdge:
         verifier,
         Registrar(min_expires=60),
         Blocklist(**blocklist),  # type: ignore[arg-type]
+        media=Relay(PortPool()),
+        media_address="127.0.0.1",
     )
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from appliance.media.policy import SrtpPolicy
+from appliance.media.relay import PortPool, Relay
 from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send
 from appliance.sip.blocklist import Blocklist
@@ -27,9 +29,9 @@ def _ha1(number: str, domain: str) -> dict[str, str]:
     return {alg: digest.ha1(alg, number, domain, f"pw-{number}") for alg in digest.ALGORITHMS}
 
 
-def _edge(max_calls: int = 5) -> SipEdge:
+def _edge(max_calls: int = 5, *, srtp: SrtpPolicy = SrtpPolicy.OPTIONAL) -> SipEdge:
     tenants = [
-        TenantEntry(1, DOMAIN, "active", 10, max_calls),
+        TenantEntry(1, DOMAIN, "active", 10, max_calls, srtp),
         TenantEntry(2, OTHER, "active", 10, 5),
     ]
     extensions = [
@@ -45,6 +47,8 @@ def _edge(max_calls: int = 5) -> SipEdge:
         Registrar(),
         Blocklist(),
         [PROXY],
+        media=Relay(PortPool()),
+        media_address="127.0.0.1",
         max_call_seconds=3600,
     )
 
@@ -93,14 +97,15 @@ def _dial(
     *,
     domain: str | None = None,
     extra: tuple[str, ...] = (),
+    body: bytes | None = None,
 ) -> list[Action]:
     """INVITE through the 407 challenge; return the actions of the authenticated INVITE."""
-    first = caller.client.invite(callee, domain=domain, extra=extra)
+    first = caller.client.invite(callee, domain=domain, extra=extra, body=body)
     challenge = _only(_send(edge, caller, first, now), caller.flow)
     assert challenge.status == 407
     uri = f"sip:{callee}@{domain or caller.client.domain}"
     auth = caller.client.authorization(challenge, method="INVITE", uri=uri)
-    again = caller.client.invite(callee, authorization=auth, domain=domain, extra=extra)
+    again = caller.client.invite(callee, authorization=auth, domain=domain, extra=extra, body=body)
     return _send(edge, caller, again, now)
 
 
@@ -350,8 +355,10 @@ def test_reinvite_and_the_cancel_answer_do_not_confuse_branches() -> None:
         (answer.first("from") or "").encode(),
         (answer.first("to") or "").encode(),
     )
+    # desk's leg is on SRTP (it accepted our best-effort offer): it must stay so.
+    srtp_offer = desk.client.sdp(crypto=desk.client.crypto_offer())
     reinvite = (
-        desk.client.in_dialog("INVITE", answer)
+        desk.client.in_dialog("INVITE", answer, body=srtp_offer)
         .replace(caller_side, b"PLACEHOLDER")
         .replace(callee_side, caller_side)
         .replace(b"PLACEHOLDER", callee_side)
@@ -435,7 +442,13 @@ def test_bridged_transports_get_two_record_routes() -> None:
     verifier = digest.DigestVerifier(digest.NonceFactory(b"k" * 32, 300))
     addresses = [PROXY, ProxyAddress("udp", "10.0.0.1", 5060)]
     edge = SipEdge(
-        SipDirectory(tenants, extensions), verifier, Registrar(), Blocklist(), addresses
+        SipDirectory(tenants, extensions),
+        verifier,
+        Registrar(),
+        Blocklist(),
+        addresses,
+        media=Relay(PortPool()),
+        media_address="127.0.0.1",
     )
     alice = _phone(edge, "1001", 5062)
     udp_flow = Flow("udp", ("127.0.0.30", 5070))

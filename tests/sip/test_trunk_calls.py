@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from appliance.media.relay import PortPool, Relay
 from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, TrunkHealth
 from appliance.sip.blocklist import Blocklist
@@ -70,7 +71,13 @@ def _edge(*, flows: bool = True) -> SipEdge:
     )
     verifier = digest.DigestVerifier(digest.NonceFactory(b"k" * 32, 300))
     edge = SipEdge(
-        directory, verifier, Registrar(), Blocklist(), [ProxyAddress("tls", "127.0.0.1", 5061)]
+        directory,
+        verifier,
+        Registrar(),
+        Blocklist(),
+        [ProxyAddress("tls", "127.0.0.1", 5061)],
+        media=Relay(PortPool()),
+        media_address="127.0.0.1",
     )
     if flows:
         edge.proxy.trunk_flows[7] = [CARRIER]

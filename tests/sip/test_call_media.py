@@ -1,0 +1,283 @@
+"""Media through the proxy, in memory: each leg's SDP names the relay and carries
+its own keys, the SRTP policy refuses what it must (488 with a Warning, ACK
+then BYE for a 2xx we cannot use), ports are taken at admission and given back
+on every ending, and media really crosses the relay re-keyed leg to leg."""
+
+from __future__ import annotations
+
+import base64
+from typing import cast
+
+from appliance.media.policy import SrtpPolicy
+from appliance.media.relay import PortPool, Relay
+from appliance.media.sdes import Suite, parse_crypto
+from appliance.media.sdp import parse_sdp
+from appliance.media.srtp import Direction, SrtpContext
+from appliance.sip.actions import CallEnded
+from appliance.sip.edge import SipEdge
+from appliance.sip.message import Message
+from tests.sip.test_proxy import NOW, _dial, _edge, _only, _phone, _records, _send, _to
+
+MEDIA = "127.0.0.1"
+
+
+def _relay(edge: SipEdge) -> Relay:
+    return cast(Relay, edge.proxy.media)
+
+
+def _m_line(message: Message) -> tuple[str, int, str, tuple[str, ...]]:
+    """(c= address, port, profile, crypto values) of the one audio stream."""
+    description = parse_sdp(message.body)
+    section = description.media[0]
+    connection = description.connection_of(section)
+    assert connection is not None
+    return connection.address, section.port, section.proto, section.crypto
+
+
+def _keys(crypto: tuple[str, ...] | list[str]) -> set[str]:
+    return {line.split("inline:")[1].split("|")[0].split(" ")[0] for line in crypto}
+
+
+def test_a_plain_call_goes_through_the_relay_with_our_address_on_each_leg() -> None:
+    """Optional policy over TLS: the callee is offered SRTP best-effort (RTP/AVP
+    with our lines), answers plain, and each phone sees only the relay."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    session = next(iter(_relay(edge).sessions.values()))
+    address, port, proto, crypto = _m_line(invite)
+    assert (address, port, proto) == (MEDIA, session.b.rtp_port, "RTP/AVP")
+    assert crypto and b"127.0.0.20" not in invite.body.split(b"o=")[1]
+    plain_answer = bob.client.sdp()
+    answer = _only(
+        _send(edge, bob, bob.client.answer(invite, 200, "OK", body=plain_answer)), alice.flow
+    )
+    assert _m_line(answer) == (MEDIA, session.a.rtp_port, "RTP/AVP", ())
+    assert session.a.expected == ("127.0.0.20", 40000)
+    assert session.b.expected == ("127.0.0.20", 40000)
+    assert session.a.inbound is None and session.b.outbound is None
+
+
+def test_srtp_both_ways_with_keys_made_for_each_leg() -> None:
+    """Required policy: alice offers SAVP, bob is offered SAVP with our own lines;
+    alice's answer has one line with her tag and a key neither phone sent."""
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    offered = alice.client.crypto_offer()
+    invite = _only(
+        _dial(edge, alice, "1002", body=alice.client.sdp(profile="RTP/SAVP", crypto=offered)),
+        bob.flow,
+    )
+    _, _, proto, to_bob = _m_line(invite)
+    assert proto == "RTP/SAVP" and not _keys(to_bob) & _keys(offered)
+    ok = bob.client.answer(invite, 200, "OK")
+    answer = _only(_send(edge, bob, ok), alice.flow)
+    _, _, proto, to_alice = _m_line(answer)
+    (line,) = to_alice
+    assert proto == "RTP/SAVP" and parse_crypto(line).tag == parse_crypto(offered[0]).tag
+    bob_answer = parse_sdp(_body(ok)).media[0].crypto
+    assert not _keys(to_alice) & (_keys(offered) | _keys(bob_answer) | _keys(to_bob))
+    session = next(iter(_relay(edge).sessions.values()))
+    assert session.a.suite == parse_crypto(offered[0]).suite.value
+    assert session.b.suite is not None
+
+
+def _body(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_media_crosses_the_relay_re_keyed() -> None:
+    """An SRTP packet from alice, under her key, leaves toward bob under the key
+    we offered him, and bob's key opens it."""
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    offered = alice.client.crypto_offer()
+    body = alice.client.sdp(profile="RTP/SAVP", crypto=offered[:1])
+    invite = _only(_dial(edge, alice, "1002", body=body), bob.flow)
+    ok = bob.client.answer(invite, 200, "OK")
+    _send(edge, bob, ok)
+    relay = _relay(edge)
+    session = next(iter(relay.sessions.values()))
+    alice_key = parse_crypto(offered[0])
+    alice_out = SrtpContext(
+        alice_key.suite.value, alice_key.key, alice_key.salt, Direction.OUTBOUND
+    )
+    rtp = (
+        bytes([0x80, 0, 0, 1])
+        + (160).to_bytes(4, "big")
+        + (0x1234).to_bytes(4, "big")
+        + b"\xd5" * 160
+    )
+    forward = relay.receive(session.a.rtp_port, alice_out.protect(rtp), ("127.0.0.20", 40000), NOW)
+    assert forward is not None and forward.destination == ("127.0.0.20", 40000)
+    # bob unprotects with the line we offered him whose tag he answered.
+    (answered,) = parse_sdp(_body(ok)).media[0].crypto
+    tag = parse_crypto(answered).tag
+    ours = next(
+        parse_crypto(v)
+        for v in parse_sdp(invite.body).media[0].crypto
+        if parse_crypto(v).tag == tag
+    )
+    bob_in = SrtpContext(ours.suite.value, ours.key, ours.salt, Direction.INBOUND)
+    assert bob_in.unprotect(forward.data) == rtp
+
+
+def test_required_policy_refuses_a_plain_offer_before_anything_is_held() -> None:
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    refused = _only(_dial(edge, alice, "1002"), alice.flow)
+    assert refused.status == 488
+    assert refused.first("warning") == '399 telemancer "SRTP required"'
+    assert _to(_dial(edge, alice, "1002"), bob.flow) == []
+    assert _relay(edge).pool.in_use == 0 and edge.proxy.admission.count(1) == 0
+
+
+def test_an_unusable_2xx_answer_is_acked_byed_and_refused_upstream() -> None:
+    """Bob answers our SAVP offer with plain RTP: ACK, BYE, 488 to alice, ports freed."""
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    body = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
+    invite = _only(_dial(edge, alice, "1002", body=body), bob.flow)
+    ok = bob.client.answer(invite, 200, "OK", body=bob.client.sdp(profile="RTP/AVP"))
+    actions = _send(edge, bob, ok)
+    ack, bye = _to(actions, bob.flow)
+    assert (ack.method, bye.method) == ("ACK", "BYE") and ack.cseq.number == invite.cseq.number
+    assert ack.to.tag == "callee" and bye.uri == ack.uri
+    refused = _only(actions, alice.flow)
+    assert refused.status == 488
+    assert refused.first("warning") == '399 telemancer "callee did not accept SRTP"'
+    (record,) = _records(actions)
+    assert record.record.final_status == 488 and record.record.disposition == "failed"
+    assert _relay(edge).pool.in_use == 0 and edge.proxy.admission.count(1) == 0
+    # Bob retransmits his 2xx: he gets our ACK again, alice nothing.
+    again = _send(edge, bob, ok)
+    assert [m.method for m in _to(again, bob.flow)] == ["ACK"] and _to(again, alice.flow) == []
+
+
+def test_no_ports_is_503_and_the_quota_slot_is_given_back() -> None:
+    edge = _edge()
+    edge.proxy.media = Relay(PortPool(20000, 20001))  # one pair: a call needs two
+    alice, _ = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    refused = _only(_dial(edge, alice, "1002"), alice.flow)
+    assert refused.status == 503 and edge.proxy.admission.count(1) == 0
+
+
+def test_late_offer_and_non_sdp_bodies_are_refused() -> None:
+    edge = _edge()
+    alice, _ = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    late = _only(_dial(edge, alice, "1002", body=b""), alice.flow)
+    assert late.status == 488 and "SDP offer is required" in (late.first("warning") or "")
+    assert _relay(edge).pool.in_use == 0
+
+
+def _answered(edge: SipEdge) -> tuple[Message, Message, object, object]:
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    return invite, answer, alice, bob
+
+
+def test_the_record_carries_both_legs_counters_and_ports_are_released() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    relay = _relay(edge)
+    session = next(iter(relay.sessions.values()))
+    rtp = bytes([0x80, 0, 0, 1]) + bytes(8) + b"\xd5" * 160
+    assert relay.receive(session.a.rtp_port, rtp, ("127.0.0.20", 40000), NOW) is not None
+    bye = alice.client.in_dialog("BYE", answer)
+    (record,) = _records(_send(edge, alice, bye))
+    media = record.record.media
+    assert media["caller"]["packets_in"] == 1  # type: ignore[index]
+    assert media["callee"]["packets_out"] == 1  # type: ignore[index]
+    assert media["callee"]["suite"] != "plain"  # type: ignore[index]
+    assert relay.pool.in_use == 0 and not relay.sessions
+
+
+def test_silent_media_ends_the_call_but_hold_does_not() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(edge, bob, bob.client.answer(invite, 200, "OK"))
+    relay = _relay(edge)
+    idle = [i.call_id for i in relay.expire_idle(NOW + 61)]
+    assert idle == [invite.call_id]
+    actions = edge.proxy.media_idle(idle, NOW + 61)
+    assert [m.method for m in _to(actions, bob.flow)] == ["BYE"]
+    assert [m.method for m in _to(actions, alice.flow)] == ["BYE"]
+    (record,) = [a for a in actions if isinstance(a, CallEnded)]
+    assert record.record.media["end_reason"] == "media-timeout"
+    assert record.record.hangup_by == "system"
+
+
+def test_a_held_call_is_not_ended_for_silence() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    held = alice.client.sdp(attributes=["sendonly"])
+    invite = _only(_dial(edge, alice, "1002", body=held), bob.flow)
+    assert parse_sdp(invite.body).direction_of(parse_sdp(invite.body).media[0]).value == "sendonly"
+    _send(edge, bob, bob.client.answer(invite, 200, "OK"))
+    assert edge.proxy.media_idle([invite.call_id], NOW + 61) == []
+
+
+def test_a_downgrading_reinvite_is_488_and_the_session_stays() -> None:
+    edge = _edge(srtp=SrtpPolicy.OPTIONAL)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    body = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
+    invite = _only(_dial(edge, alice, "1002", body=body), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    session = next(iter(_relay(edge).sessions.values()))
+    before = (session.a.inbound, session.a.outbound, session.b.inbound, session.b.outbound)
+    plain = alice.client.in_dialog("INVITE", answer, body=alice.client.sdp())
+    refused = _only(_send(edge, alice, plain), alice.flow)
+    assert refused.status == 488 and "downgraded" in (refused.first("warning") or "")
+    assert (session.a.inbound, session.a.outbound, session.b.inbound, session.b.outbound) == before
+
+
+def test_an_srtp_reinvite_rekeys_both_legs_on_its_answer() -> None:
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    body = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
+    invite = _only(_dial(edge, alice, "1002", body=body), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    session = next(iter(_relay(edge).sessions.values()))
+    before = session.a.inbound
+    offer = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
+    reinvite = _only(
+        _send(edge, alice, alice.client.in_dialog("INVITE", answer, body=offer)), bob.flow
+    )
+    assert session.a.inbound is before  # nothing changes before the answer
+    assert not _keys(parse_sdp(reinvite.body).media[0].crypto) & _keys(
+        parse_sdp(offer).media[0].crypto
+    )
+    back = _only(
+        _send(edge, bob, bob.client.answer(reinvite, 200, "OK", tag="callee")), alice.flow
+    )
+    assert back.status == 200 and len(parse_sdp(back.body).media[0].crypto) == 1
+    assert session.a.inbound is not before
+    assert parse_sdp(back.body).origin.version == parse_sdp(answer.body).origin.version + 1
+
+
+def test_a_2xx_retransmission_gets_the_same_answer() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    ok = bob.client.answer(invite, 200, "OK")
+    first = _only(_send(edge, bob, ok), alice.flow)
+    again = _only(_send(edge, bob, ok), alice.flow)
+    assert first.body == again.body
+
+
+def test_base64_keys_never_leak_into_the_other_leg() -> None:
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    offered = alice.client.crypto_offer()
+    invite = _only(
+        _dial(edge, alice, "1002", body=alice.client.sdp(profile="RTP/SAVP", crypto=offered)),
+        bob.flow,
+    )
+    for line in offered:
+        key = parse_crypto(line).key
+        assert base64.b64encode(key)[:16] not in invite.wire
+    assert Suite.AES_256_CM_HMAC_SHA1_80.value in invite.body.decode()
