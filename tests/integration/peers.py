@@ -190,6 +190,8 @@ class StoredCdr:
     final_status: int
     caller_transport: str
     callee_transport: str | None
+    #: Each leg's relay counters (``caller``, ``callee``) and any ``end_reason``.
+    media: dict[str, Any]
 
 
 def stored_cdrs(config: Path, domain: str) -> list[StoredCdr]:
@@ -198,12 +200,12 @@ def stored_cdrs(config: Path, domain: str) -> list[StoredCdr]:
         config,
         "SELECT c.call_id, c.caller, c.callee, c.direction, c.setup_at, c.ringing_at,"
         " c.answered_at, c.ended_at, c.disposition, c.hangup_by, c.final_status,"
-        " c.caller_transport, c.callee_transport"
+        " c.caller_transport, c.callee_transport, c.media"
         " FROM cdrs AS c JOIN tenants AS t ON t.id = c.tenant_id"
         " WHERE t.domain = ? ORDER BY c.id",
         (domain,),
     )
-    return [StoredCdr(*row) for row in rows]
+    return [StoredCdr(*row[:-1], json.loads(row[-1])) for row in rows]
 
 
 @dataclass(frozen=True)

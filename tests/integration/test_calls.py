@@ -168,6 +168,14 @@ def test_two_baresip_phones_call_each_other(
             200,
         )
         assert (record.caller_transport, record.callee_transport) == ("tls", "tls")
+        # Both phones' audio crossed the relay (plain RTP: neither offered SRTP).
+        for leg in ("caller", "callee"):
+            counters = record.media[leg]
+            assert counters["suite"] == "plain", record.media
+            assert counters["packets_in"] > 0 and counters["packets_out"] > 0, record.media
+            # A packet or two sent before the answer reached us (the callee starts
+            # sending as it answers) has no latched peer yet and is dropped.
+            assert counters["dropped"] <= 5 and counters["auth_failures"] == 0, record.media
         assert record.answered_at is not None and record.ringing_at is not None
         assert record.setup_at <= record.ringing_at <= record.answered_at < record.ended_at
         assert record.setup_at < record.answered_at
