@@ -205,7 +205,7 @@ def stored_cdrs(config: Path, domain: str) -> list[StoredCdr]:
         " WHERE t.domain = ? ORDER BY c.id",
         (domain,),
     )
-    return [StoredCdr(*row[:-1], json.loads(row[-1])) for row in rows]
+    return [StoredCdr(*row[:-1], media=json.loads(row[-1])) for row in rows]
 
 
 @dataclass(frozen=True)
