@@ -205,7 +205,12 @@ def stored_cdrs(config: Path, domain: str) -> list[StoredCdr]:
         " WHERE t.domain = ? ORDER BY c.id",
         (domain,),
     )
-    return [StoredCdr(*row[:-1], media=json.loads(row[-1])) for row in rows]
+    return [StoredCdr(*_with_json_last(row)) for row in rows]
+
+
+def _with_json_last(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row whose last column is JSON text, that column decoded."""
+    return (*row[:-1], json.loads(row[-1]))
 
 
 @dataclass(frozen=True)
