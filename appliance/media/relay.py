@@ -277,8 +277,9 @@ class Relay:
     @staticmethod
     def _may_send(leg: Leg, data: bytes, source: tuple[str, int], now: float) -> bool:
         """Plain-leg latching: the first sender in the window (or the address the SDP
-        named) latches; later only that address, or the same SSRC moving on by a
-        small step (a NAT rebinding)."""
+        named) latches; later only that address, the SDP's address (which always
+        wins the latch back), or the same SSRC moving on by a small step (a NAT
+        rebinding)."""
         ssrc = int.from_bytes(data[8:12], "big")
         if leg.peer is None:
             if source != leg.expected and now > leg.latch_until:
@@ -286,6 +287,11 @@ class Relay:
             leg.peer, leg.peer_ssrc = source, ssrc
             return True
         if source == leg.peer:
+            return True
+        if source == leg.expected:
+            # The address signalling named takes the latch back from a stranger
+            # that sent first inside the window (an RTP-bleed race).
+            leg.peer, leg.peer_ssrc = source, ssrc
             return True
         last = leg.arriving.get(ssrc)
         step = (int.from_bytes(data[2:4], "big") - last) % 65536 if last is not None else 0

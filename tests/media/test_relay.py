@@ -121,6 +121,17 @@ def test_latching_window() -> None:
     assert relay.receive(a_port, rtp(1), ALICE, NOW + 11) is not None
 
 
+def test_the_sdp_address_takes_the_latch_back_from_a_stranger() -> None:
+    """A stranger racing the phone inside the window latches first, but the phone's
+    first packet from the address its SDP named takes the latch back for good."""
+    relay = _relay()
+    a_port, _ = _plain_call(relay)
+    assert relay.receive(a_port, rtp(1, ssrc=0xBAD), MALLORY, NOW + 0.01) is not None
+    assert relay.receive(a_port, rtp(1), ALICE, NOW + 0.02) is not None
+    assert relay.receive(a_port, rtp(2, ssrc=0xBAD), MALLORY, NOW + 0.03) is None
+    assert relay.sessions["call-1"].a.peer == ALICE
+
+
 def test_srtp_legs_learn_only_from_packets_that_authenticate() -> None:
     """On an SRTP leg an unauthenticated packet is an auth failure and latches
     nothing; an authentic one is decrypted with this leg's keys and re-encrypted with
