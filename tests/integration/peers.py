@@ -362,7 +362,9 @@ def baresip(
     )
     if calls is not None:
         config += calls.config_lines()
-        account += f";answermode={calls.answermode}"
+        account += calls.account_params()
+        if calls.record_dir is not None:
+            calls.record_dir.mkdir(parents=True, exist_ok=True)  # sndfile makes no directory
     (directory / "config").write_text(config)
     (directory / "accounts").write_text(account + "\n")
     return PeerProcess(
@@ -374,33 +376,79 @@ def baresip(
 class BaresipCalls:
     """What baresip 1.0 needs to place and answer calls with no sound hardware.
 
-    Audio is read from ``audio_file`` (a WAV, ``aufile``) and played into an
+    Audio is read from ``audio_file`` (a WAV, ``aufile``; 8 kHz mono 16-bit for
+    G.711, see :func:`tests.integration.audio.write_tone`) and played into an
     ``aubridge`` device that nothing listens to; codecs are G.711 only. aufile
-    ends the call when the file ends ("menu: audio error (0,end of file)"), so
-    the file must outlast the call (:func:`write_wav`). ``menu`` provides the
-    ``dial`` and ``hangup`` commands, ``ctrl_tcp`` takes them as JSON on
+    ends the call when the file ends ("menu: audio error (0,end of file)",
+    CALL_CLOSED "end of file"), on whichever phone's file ends first, so every
+    phone's file must outlast the call. ``menu`` provides the ``dial`` and
+    ``hangup`` commands, ``ctrl_tcp`` takes them as JSON on
     127.0.0.1:``control_port`` and reports call events
     (:class:`BaresipControl`). ``answermode`` is the account's: ``auto``
     answers every incoming call at once, ``manual`` lets it ring.
+
+    ``mediaenc`` is the account's media encryption (``srtp.so``, SDES):
+    ``"srtp-mand"`` offers RTP/SAVP with one ``a=crypto:1
+    AES_CM_128_HMAC_SHA1_80`` line and answers 488 to any RTP/AVP offer (even
+    one with ``a=crypto``); ``"srtp"`` offers RTP/AVP with that crypto line and
+    silently falls back to plain RTP when the answer has none. As callee
+    either takes the first offered line whose suite it knows
+    (AES_CM_128_HMAC_SHA1_80/32, AEAD_AES_128_GCM, AEAD_AES_256_GCM; never
+    AES_256_CM_HMAC_SHA1_80). None: plain RTP/AVP, no crypto.
+    :func:`negotiated_suite` reads what it agreed on.
+
+    ``record_dir`` loads ``sndfile.so`` with that ``snd_path``: one
+    ``dump-<local time>-dec.wav`` holds what the phone received and decoded,
+    ``...-enc.wav`` what it sent (:func:`tests.integration.audio.sndfile_recordings`).
     """
 
     control_port: int
     audio_file: Path
     answermode: str = "manual"
+    mediaenc: str | None = None
+    record_dir: Path | None = None
 
     def config_lines(self) -> str:
         """The config file lines for calls."""
-        return (
+        lines = (
             f"audio_source\t\taufile,{self.audio_file}\n"
             "audio_player\t\taubridge,sink\n"
             "audio_alert\t\taubridge,alert\n"
             "module\t\t\tg711.so\n"
             "module\t\t\taufile.so\n"
             "module\t\t\taubridge.so\n"
+        )
+        if self.mediaenc is not None:
+            lines += "module\t\t\tsrtp.so\n"
+        if self.record_dir is not None:
+            lines += f"module\t\t\tsndfile.so\nsnd_path\t\t{self.record_dir}\n"
+        return lines + (
             "module_app\t\tmenu.so\n"
             "module_app\t\tctrl_tcp.so\n"
             f"ctrl_tcp_listen\t\t127.0.0.1:{self.control_port}\n"
         )
+
+    def account_params(self) -> str:
+        """The parameters the account line gets for calls."""
+        params = f";answermode={self.answermode}"
+        if self.mediaenc is not None:
+            params += f";mediaenc={self.mediaenc}"
+        return params
+
+
+def negotiated_suite(control: BaresipControl) -> str | None:
+    """The SRTP suite baresip agreed on for the call's audio, from its
+    ``CALL_MENC`` event (param ``"0,audio,AEAD_AES_256_GCM"``: 0 is "secure");
+    None when there was none, as on plain RTP, including the silent fallbacks
+    of ``mediaenc=srtp`` and of an offer whose suites baresip does not know.
+    The event comes before ``CALL_ESTABLISHED`` on both sides, so once that is
+    awaited this need not wait."""
+    for event in control.events:
+        if event.get("type") == "CALL_MENC":
+            _, media, suite = str(event.get("param", "")).split(",", 2)
+            if media == "audio":
+                return suite
+    return None
 
 
 def write_wav(path: Path, seconds: float) -> Path:
