@@ -22,6 +22,11 @@ four moments:
    the way back. A downgrade is refused with 488 and the relay keeps working
    on the old keys until an answer is accepted.
 
+A request without an offer (late offer) is forwarded without one
+(:meth:`CallMedia.expect_offer`); the 2xx then carries the other side's offer,
+which :meth:`answer` judges and turns into our offer to the request's sender,
+whose answer comes in the ACK (:meth:`CallMedia.ack`).
+
 :meth:`CallMedia.close` releases the ports and returns both legs' counters
 for the call's record. Keys are never copied between legs: our lines are
 made with fresh randomness for each leg, and the rewriter drops every
@@ -32,18 +37,15 @@ incoming key line. Only the first audio stream is relayed; other streams
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from appliance.media.policy import (
     Accept,
     AckThenBye,
-    LegMode,
     OfferPlan,
     Profile,
     Reject,
     SrtpPolicy,
-    answer_offer,
     bridge,
     check_answer,
     plan_offer,
@@ -52,24 +54,24 @@ from appliance.media.policy import (
 from appliance.media.relay import Cipher, MediaIdle, MediaSession
 from appliance.media.relay import Leg as RelayLeg
 from appliance.media.sdes import CryptoAttribute, RandomBytes
-from appliance.media.sdp import (
-    MediaRewrite,
-    Origin,
-    SessionDescription,
-    parse_sdp,
-    rewrite_for_leg,
-)
+from appliance.media.sdp import MediaRewrite, Origin, SessionDescription, rewrite_for_leg
 from appliance.media.srtp import Direction, SrtpContext
 from appliance.sip.errors import SipError
 from appliance.sip.message import Message
+from appliance.sip.sdp_exchange import (
+    REJECT_NO_ANSWER,
+    Exchange,
+    MediaPolicyError,
+    Offer,
+    Refused,
+    Side,
+    read_offer,
+    sdp_of,
+)
 
-SDP_TYPE = "application/sdp"
-_NOT_ACCEPTABLE = "Not Acceptable Here"
-#: An INVITE (or re-INVITE) without an offer: the offer would come in the 2xx
-#: and the answer in the ACK, which this relay does not negotiate yet.
-REJECT_LATE_OFFER = Reject(488, _NOT_ACCEPTABLE, "an SDP offer is required in the INVITE")
-REJECT_NO_AUDIO = Reject(488, _NOT_ACCEPTABLE, "no RTP audio stream to relay")
-REJECT_NO_ANSWER = Reject(488, _NOT_ACCEPTABLE, "no usable SDP answer")
+#: Where the plan for our own offer in a 2xx (late offer) is kept: the answer
+#: comes in the ACK, not on a branch.
+ACK = "ack"
 #: The hold address of RFC 2543: the peer receives nothing, so nothing is expected.
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})  # noqa: S104 (SDP addresses, not binds)
 
@@ -101,117 +103,6 @@ class MediaPorts(Protocol):
         """Set a leg from its negotiated SDP."""
 
 
-@dataclass(frozen=True)
-class Refused:
-    """A 2xx answer we cannot use: ACK it, BYE the leg, answer ``reject`` upstream."""
-
-    reject: Reject
-
-
-@dataclass(frozen=True)
-class Offer:
-    """A peer's offer, read: the description, which section is relayed, and our
-    answer to it (its mode and keys)."""
-
-    description: SessionDescription
-    index: int
-    accept: Accept
-
-    @property
-    def rtcp_mux(self) -> bool:
-        """Whether the offerer proposed rtcp-mux (we accept it, and propose it on)."""
-        return self.description.media[self.index].rtcp_mux
-
-
-def rejected(reject: Reject) -> SipError:
-    """The SipError answering with ``reject``'s status and Warning."""
-    return SipError(reject.status, reject.reason, (("Warning", reject.warning),))
-
-
-def sdp_of(message: Message) -> SessionDescription | None:
-    """The message's session description, None without a body (415 for a body
-    that is not SDP, 400/488 for SDP we cannot read or relay)."""
-    if not message.body:
-        return None
-    content_type = (message.first("content-type") or "").split(";")[0].strip().lower()
-    if content_type != SDP_TYPE:
-        raise SipError(415, "Unsupported Media Type", (("Accept", SDP_TYPE),))
-    return parse_sdp(message.body)
-
-
-def read_offer(
-    message: Message,
-    policy: SrtpPolicy,
-    transport: str,
-    *,
-    current: LegMode | None = None,
-    index: int | None = None,
-    random_bytes: RandomBytes = secrets.token_bytes,
-) -> Offer:
-    """Read the offer in ``message`` from a leg with ``policy`` signalled over
-    ``transport`` and decide our answer; raise the SipError that refuses it.
-
-    ``current`` and ``index`` are the leg's mode and relayed section before a
-    re-INVITE: a re-offer keeps its streams in place (RFC 3264 §8).
-    """
-    description = sdp_of(message)
-    if description is None:
-        raise rejected(REJECT_LATE_OFFER)
-    if index is None:
-        index = _audio_index(description)
-    elif index >= len(description.media) or description.media[index].is_disabled:
-        raise rejected(REJECT_NO_AUDIO)
-    section = description.media[index]
-    profile = profile_of(section.proto)
-    if profile is None:
-        raise rejected(REJECT_NO_AUDIO)
-    decision = answer_offer(
-        policy, transport, profile, section.crypto, current=current, random_bytes=random_bytes
-    )
-    if isinstance(decision, Reject):
-        raise rejected(decision)
-    return Offer(description, index, decision)
-
-
-def _audio_index(description: SessionDescription) -> int:
-    for index, section in enumerate(description.media):
-        if section.media == "audio" and not section.is_disabled and profile_of(section.proto):
-            return index
-    raise rejected(REJECT_NO_AUDIO)
-
-
-@dataclass
-class Side:
-    """One leg as negotiated: its policy and transport, its relay leg, its mode
-    (None before the first answer) and the ``o=`` line we write toward it."""
-
-    policy: SrtpPolicy
-    transport: str | None
-    leg: RelayLeg
-    session_id: int = field(default_factory=lambda: secrets.randbelow(2**62))
-    version: int = 0
-    mode: LegMode | None = None
-
-    def next_origin(self, address: str) -> Origin:
-        """Our ``o=`` for the next description this side gets (version + 1)."""
-        self.version += 1
-        return Origin.for_address(address, self.session_id, self.version)
-
-
-@dataclass
-class Exchange:
-    """One offer in flight: who made it, our answer to them, and what each
-    branch toward the other side was offered."""
-
-    offerer: Side
-    answerer: Side
-    offer: Offer
-    offerer_origin: Origin
-    answerer_origin: Origin
-    plans: dict[str, OfferPlan] = field(default_factory=dict)
-    answered: bool = False
-
-
 class CallMedia:
     """One call's media: two sides, the exchange in flight, the relay session."""
 
@@ -222,37 +113,51 @@ class CallMedia:
         address: str,
         caller: Side,
         callee: Side,
-        offer: Offer,
+        offer: Offer | None,
     ) -> None:
         self.ports = ports
         self.session = session
         self.address = address
         self.caller = caller
         self.callee = callee
-        self.index = offer.index
         #: Whether either side has put the stream on hold (no media expected).
         self.on_hold = False
-        #: Bodies already written for an answer, by (branch, the answer's SDP):
+        #: Bodies already written, by (branch, the SDP they answer or offer):
         #: retransmissions, and a 2xx repeating its 18x's answer, get the same
         #: bytes, even once a later exchange has started.
         self.written: dict[tuple[str, bytes], bytes] = {}
-        self.exchange = Exchange(
-            caller, callee, offer, caller.next_origin(address), callee.next_origin(address)
-        )
+        #: Branches sent without an offer: whether the 2xx bringing one comes
+        #: from the caller's side.
+        self.late: dict[str, bool] = {}
+        #: Whether we offered in a 2xx and the answer is due in the ACK.
+        self.awaiting_ack = False
+        self.exchange: Exchange | None = None
+        if offer is not None:
+            self.exchange = self._exchange(caller, callee, offer)
+
+    def _exchange(self, offerer: Side, answerer: Side, offer: Offer) -> Exchange:
+        origins = offerer.next_origin(self.address), answerer.next_origin(self.address)
+        return Exchange(offerer, answerer, offer, *origins)
+
+    @property
+    def index(self) -> int | None:
+        """The relayed media section (fixed by the first offer, RFC 3264 §8)."""
+        return None if self.exchange is None else self.exchange.offer.index
 
     @classmethod
     def open(
         cls,
         ports: MediaPorts,
         call_id: str,
-        offer: Offer,
+        offer: Offer | None,
         *,
         address: str,
         caller: tuple[SrtpPolicy, str],
         callee_policy: SrtpPolicy,
         now: float,
     ) -> CallMedia:
-        """Take the relay's ports for a new call (raise 503 when there are none)."""
+        """Take the relay's ports for a new call (raise 503 when there are none).
+        ``offer`` is None for an INVITE without one (late offer)."""
         session = ports.open(call_id, now)
         if session is None:
             raise SipError(503, "Service Unavailable (no media ports)")
@@ -268,76 +173,122 @@ class CallMedia:
 
     def offer_body(self, branch_id: str, plan: OfferPlan) -> bytes:
         """The SDP for one branch of the exchange in flight, offering ``plan``."""
-        exchange = self.exchange
+        exchange = self._current()
         exchange.plans[branch_id] = plan
-        section = exchange.offer.description.media[self.index]
+        offer = exchange.offer
         rewrite = MediaRewrite(
             self.address,
             exchange.answerer.leg.rtp_port,
-            rtcp_mux=section.rtcp_mux,
+            rtcp_mux=offer.rtcp_mux,
             srtp=plan.profile is Profile.SAVP,
             crypto=plan.lines,
         )
-        return self._write(exchange.offer.description, exchange.answerer_origin, rewrite)
+        return _write(offer.description, exchange.answerer_origin, rewrite, offer.index)
+
+    def _current(self) -> Exchange:
+        assert self.exchange is not None, "no offer yet"
+        return self.exchange
+
+    def expect_offer(self, branch_id: str, *, from_caller: bool) -> None:
+        """``branch_id`` carries a request without an offer (late offer): the 2xx
+        answering it brings one, from the caller's side if ``from_caller``."""
+        self._check_idle()
+        self.late[branch_id] = from_caller
 
     def rebranch(self, old_id: str, new_id: str) -> None:
         """A branch re-sent with credentials keeps the offer it carried."""
-        plan = self.exchange.plans.get(old_id)
-        if plan is not None:
-            self.exchange.plans[new_id] = plan
+        if old_id in self.late:
+            self.late[new_id] = self.late[old_id]
+        elif self.exchange is not None and old_id in self.exchange.plans:
+            self.exchange.plans[new_id] = self.exchange.plans[old_id]
 
     def answer(
         self, branch_id: str, message: Message, transport: str, now: float, *, final: bool
     ) -> bytes | Refused | None:
         """Judge the answer in ``message`` (a 18x or 2xx on ``branch_id``, signalled
-        over ``transport``) and write the offerer's answer.
+        over ``transport``) and write the offerer's answer; on a branch sent
+        without an offer, take the 2xx's offer and write ours to the other side.
 
         Returns the body to send upstream (``b""`` drops an unusable early
-        answer), None when the response is not part of the exchange (no body,
+        answer), None when the response is not part of an exchange (no body,
         or an answer already given), or :class:`Refused` for a 2xx we must end.
         """
         written = self.written.get((branch_id, message.body))
         if written is not None:
             return written
+        if branch_id in self.late:
+            return self._late_offer(branch_id, message, transport, final=final)
         exchange = self.exchange
-        plan = exchange.plans.get(branch_id)
-        if plan is None:
+        plan = None if exchange is None else exchange.plans.get(branch_id)
+        if exchange is None or plan is None:
             return None
         try:
             description = sdp_of(message)
         except SipError:
-            description = None
-            if not final:
-                return b""
-            return Refused(REJECT_NO_ANSWER)
+            return Refused(REJECT_NO_ANSWER) if final else b""
         if description is None:
-            if final and not exchange.answered:
-                return Refused(REJECT_NO_ANSWER)
-            return None
-        decision = self._judge(plan, description)
+            return Refused(REJECT_NO_ANSWER) if final and not exchange.answered else None
+        decision = _judge(exchange, plan, description)
         if isinstance(decision, Reject):
             return Refused(decision) if final else b""
         self._apply(exchange, decision, description, transport, now)
-        body = self._answer_body(exchange, description)
+        body = _answer_body(exchange, description, self.address)
         self.written[(branch_id, message.body)] = body
         exchange.answered = True
         return body
 
-    def _judge(self, plan: OfferPlan, answer: SessionDescription) -> Accept | Reject:
-        if self.index >= len(answer.media):
-            return REJECT_NO_ANSWER
-        section = answer.media[self.index]
-        profile = profile_of(section.proto)
-        if section.is_disabled or profile is None:
-            return REJECT_NO_ANSWER
-        checked = check_answer(plan, profile, section.crypto)
-        if isinstance(checked, AckThenBye):
-            return checked.upstream
+    def _late_offer(
+        self, branch_id: str, message: Message, transport: str, *, final: bool
+    ) -> bytes | Refused | None:
+        """The offer in the 2xx to a request we sent without one: judged under the
+        sending side's policy, and our offer to the other side written; its
+        answer comes in the ACK (:meth:`ack`)."""
+        if not final:  # an offer in a reliable provisional: not negotiated here
+            return b"" if message.body else None
+        from_caller = self.late.pop(branch_id)
+        offerer, answerer = (
+            (self.caller, self.callee) if from_caller else (self.callee, self.caller)
+        )
+        offerer.transport = offerer.transport or transport
+        assert answerer.transport is not None
         try:
-            bridge(self.exchange.offer.accept, checked)
-        except ValueError:
-            return REJECT_NO_ANSWER
-        return checked
+            offer = read_offer(
+                message, offerer.policy, offerer.transport, current=offerer.mode, index=self.index
+            )
+        except MediaPolicyError as refused:
+            return Refused(refused.reject)
+        except SipError:
+            return Refused(REJECT_NO_ANSWER)
+        if offer is None:
+            return Refused(REJECT_NO_ANSWER)
+        plan = plan_offer(answerer.policy, answerer.transport, current=answerer.mode)
+        if isinstance(plan, Reject):
+            return Refused(plan)
+        self.exchange = self._exchange(offerer, answerer, offer)
+        body = self.offer_body(ACK, plan)
+        self.written[(branch_id, message.body)] = body
+        self.awaiting_ack = True
+        return body
+
+    def ack(self, message: Message, now: float) -> bytes | Refused:
+        """The ACK answering the offer we made in a 2xx: the answer judged, both
+        legs set, and the answer written for the side that offered."""
+        self.awaiting_ack = False
+        exchange = self._current()
+        plan = exchange.plans.pop(ACK, None)
+        try:
+            description = sdp_of(message)
+        except SipError:
+            description = None
+        if description is None or plan is None:
+            return Refused(REJECT_NO_ANSWER)
+        decision = _judge(exchange, plan, description)
+        if isinstance(decision, Reject):
+            return Refused(decision)
+        assert exchange.answerer.transport is not None
+        self._apply(exchange, decision, description, exchange.answerer.transport, now)
+        exchange.answered = True
+        return _answer_body(exchange, description, self.address)
 
     def _apply(
         self,
@@ -348,11 +299,11 @@ class CallMedia:
         now: float,
     ) -> None:
         """Point both relay legs at the new descriptions, with their keys."""
-        ours = exchange.offer.accept
-        offer_section = exchange.offer.description.media[self.index]
-        answer_section = answer.media[self.index]
+        offer = exchange.offer
+        offer_section = offer.description.media[offer.index]
+        answer_section = answer.media[offer.index]
         for side, accept, description, section in (
-            (exchange.offerer, ours, exchange.offer.description, offer_section),
+            (exchange.offerer, offer.accept, offer.description, offer_section),
             (exchange.answerer, theirs, answer, answer_section),
         ):
             connection = description.connection_of(section)
@@ -371,27 +322,9 @@ class CallMedia:
             side.mode = accept.mode
         exchange.answerer.transport = transport
         self.session.last_activity = now
-        self.on_hold = exchange.offer.description.is_on_hold(offer_section) or answer.is_on_hold(
+        self.on_hold = offer.description.is_on_hold(offer_section) or answer.is_on_hold(
             answer_section
         )
-
-    def _answer_body(self, exchange: Exchange, answer: SessionDescription) -> bytes:
-        accept = exchange.offer.accept
-        offered = exchange.offer.description.media[self.index]
-        rewrite = MediaRewrite(
-            self.address,
-            exchange.offerer.leg.rtp_port,
-            rtcp_mux=offered.rtcp_mux and answer.media[self.index].rtcp_mux,
-            srtp=profile_of(offered.proto) is Profile.SAVP,
-            crypto=() if accept.crypto_line is None else (accept.crypto_line,),
-        )
-        return self._write(answer, exchange.offerer_origin, rewrite)
-
-    def _write(
-        self, description: SessionDescription, origin: Origin, rewrite: MediaRewrite
-    ) -> bytes:
-        media = [rewrite if i == self.index else None for i in range(len(description.media))]
-        return rewrite_for_leg(description, origin, media).encode()
 
     def reoffer(
         self,
@@ -403,8 +336,7 @@ class CallMedia:
     ) -> bytes:
         """A re-INVITE or UPDATE offer from one side: the body for the other side,
         or the SipError refusing it (nothing changes until an answer is accepted)."""
-        if self.exchange.plans and not self.exchange.answered:
-            raise SipError(491, "Request Pending")
+        self._check_idle()
         offerer, answerer = (
             (self.caller, self.callee) if from_caller else (self.callee, self.caller)
         )
@@ -417,28 +349,74 @@ class CallMedia:
             index=self.index,
             random_bytes=random_bytes,
         )
+        assert offer is not None
         plan = plan_offer(
             answerer.policy, answerer.transport, current=answerer.mode, random_bytes=random_bytes
         )
         if isinstance(plan, Reject):
-            raise rejected(plan)
-        self.exchange = Exchange(
-            offerer,
-            answerer,
-            offer,
-            offerer.next_origin(self.address),
-            answerer.next_origin(self.address),
-        )
+            raise MediaPolicyError(plan)
+        self.exchange = self._exchange(offerer, answerer, offer)
         return self.offer_body(branch_id, plan)
 
+    def _check_idle(self) -> None:
+        """491 while another offer is unanswered (RFC 3261 §14.1)."""
+        exchange = self.exchange
+        pending = exchange is not None and bool(exchange.plans) and not exchange.answered
+        if pending or self.late or self.awaiting_ack:
+            raise SipError(491, "Request Pending")
+
     def failed(self, branch_id: str) -> None:
-        """A branch's offer was turned down (a non-2xx final): forget its plan."""
-        self.exchange.plans.pop(branch_id, None)
+        """A branch's request was turned down (a non-2xx final): forget what it
+        was offered, or that it was waiting for an offer."""
+        self.late.pop(branch_id, None)
+        if self.exchange is not None:
+            self.exchange.plans.pop(branch_id, None)
 
     def close(self) -> dict[str, object]:
         """Release the ports; each leg's counters for the call's record."""
         session = self.ports.close(self.session.call_id) or self.session
         return {"caller": session.a.counters(), "callee": session.b.counters()}
+
+
+def _judge(exchange: Exchange, plan: OfferPlan, answer: SessionDescription) -> Accept | Reject:
+    """The answerer's leg if ``answer`` to ``plan`` is usable, else why not."""
+    index = exchange.offer.index
+    if index >= len(answer.media):
+        return REJECT_NO_ANSWER
+    section = answer.media[index]
+    profile = profile_of(section.proto)
+    if section.is_disabled or profile is None:
+        return REJECT_NO_ANSWER
+    checked = check_answer(plan, profile, section.crypto)
+    if isinstance(checked, AckThenBye):
+        return checked.upstream
+    try:
+        bridge(exchange.offer.accept, checked)
+    except ValueError:
+        return REJECT_NO_ANSWER
+    return checked
+
+
+def _answer_body(exchange: Exchange, answer: SessionDescription, address: str) -> bytes:
+    """Our answer to the offerer: the answerer's description, our side of the relay."""
+    offer = exchange.offer
+    offered = offer.description.media[offer.index]
+    accept = offer.accept
+    rewrite = MediaRewrite(
+        address,
+        exchange.offerer.leg.rtp_port,
+        rtcp_mux=offered.rtcp_mux and answer.media[offer.index].rtcp_mux,
+        srtp=profile_of(offered.proto) is Profile.SAVP,
+        crypto=() if accept.crypto_line is None else (accept.crypto_line,),
+    )
+    return _write(answer, exchange.offerer_origin, rewrite, offer.index)
+
+
+def _write(
+    description: SessionDescription, origin: Origin, rewrite: MediaRewrite, index: int
+) -> bytes:
+    media = [rewrite if i == index else None for i in range(len(description.media))]
+    return rewrite_for_leg(description, origin, media).encode()
 
 
 def _context(attribute: CryptoAttribute | None, direction: Direction) -> SrtpContext | None:

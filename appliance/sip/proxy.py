@@ -36,7 +36,7 @@ from appliance.media.policy import OfferPlan, Reject, SrtpPolicy, plan_offer
 from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, QuotaRefused, Send
 from appliance.sip.blocklist import Blocklist
-from appliance.sip.call_media import CallMedia, MediaPorts, Refused, read_offer, rejected
+from appliance.sip.call_media import CallMedia, MediaPorts
 from appliance.sip.call_parties import Parties, call_parties
 from appliance.sip.calls import Admission, Call, Leg
 from appliance.sip.carriers import ping_branch, pinged, toward_carrier, with_trunk_credentials
@@ -61,6 +61,7 @@ from appliance.sip.quota import QuotaError, record_refused_call
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
+from appliance.sip.sdp_exchange import MediaPolicyError, Refused, read_offer
 from appliance.sip.transaction import DeliverResponse, InviteServerTransaction, State, Timeout
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
@@ -290,7 +291,13 @@ class Proxy:
         """Send one branch of the INVITE to ``request_uri`` over ``target``,
         offering it ``plan``."""
         branch_id = self._branch_id()
-        assert call.media is not None
+        media = call.media
+        assert media is not None
+        if media.exchange is None:  # late offer: the 2xx will bring one
+            media.expect_offer(branch_id, from_caller=False)
+            body = b""
+        else:
+            body = media.offer_body(branch_id, plan)
         data = forked_invite(
             upstream.message,
             request_uri,
@@ -298,7 +305,7 @@ class Proxy:
             via=via(self.addresses, target, branch_id),
             record_routes=record_routes(self.addresses, upstream.flow, target),
             asserted=asserted,
-            body=call.media.offer_body(branch_id, plan),
+            body=body,
         )
         return self._start_branch(call, upstream, target, data, branch_id, now, trunk)
 
@@ -357,14 +364,20 @@ class Proxy:
         strip_for_forwarding(message, rewrite, source=flow.remote, keep_routes=True)
         branch_id = self._branch_id()
         rewrite.insert_first("Via", via(self.addresses, target.flow, branch_id))
-        offering = call.media is not None and (
+        media, refused = call.media, False
+        offering = media is not None and (
             message.method == "INVITE" or (message.method == "UPDATE" and bool(message.body))
         )
-        if offering and call.media is not None:
+        if media is not None and message.method == "ACK" and media.awaiting_ack:
+            answered = media.ack(message, now)
+            refused = isinstance(answered, Refused)
+            with_body(message, rewrite, b"" if isinstance(answered, Refused) else answered)
+        elif media is not None and offering and message.body:
             from_caller = source is call.caller_leg
-            body = call.media.reoffer(branch_id, message, from_caller=from_caller)
-            with_body(message, rewrite, body)
-        elif is_sdp(message):  # an SDP where we take no offer (ACK, PRACK): never passed on
+            with_body(message, rewrite, media.reoffer(branch_id, message, from_caller=from_caller))
+        elif media is not None and offering:  # a re-INVITE without an offer
+            media.expect_offer(branch_id, from_caller=target is call.caller_leg)
+        elif is_sdp(message):  # an SDP where we take no offer (PRACK...): never passed on
             with_body(message, rewrite, b"")
         data = rewrite.to_bytes()
         actions: list[Action] = []
@@ -372,7 +385,11 @@ class Proxy:
             hangup = "caller" if source is call.caller_leg else "callee"
             actions += self._ended(call, now, status=200, hangup_by=hangup)
         if message.method == "ACK":
-            return [*actions, Send(target.flow, data)]
+            actions.append(Send(target.flow, data))
+            if refused:  # the answer in the ACK is unusable: the call cannot have media
+                call.end_reason = "sdp-answer-refused"
+                actions += self._hang_up(call, now, hangup_by="system")
+            return actions
         transaction, server = dialog_transactions(
             message.method,
             data,
@@ -537,25 +554,28 @@ class Proxy:
     def _refuse(
         self, branch: Branch, answer: Message, refused: Refused, now: float
     ) -> list[Action]:
-        """A 2xx whose SDP answer we cannot use: ACK it and BYE that leg, then
-        treat the branch as failed with 488 (another branch may still answer)."""
-        assert branch.upstream is not None
+        """A 2xx whose SDP we cannot use: ACK it, and answer its request with the
+        refusal (488 and a Warning). On an INVITE's branch, that leg gets a BYE
+        and the branch counts as failed (another may still answer); on a
+        re-INVITE the whole call ends, since the other leg cannot be left
+        believing in a session that no longer exists."""
+        upstream = branch.upstream
+        assert upstream is not None
         vias = (
             via(self.addresses, branch.flow, self._branch_id()),
             via(self.addresses, branch.flow, self._branch_id()),
         )
-        ack, bye = refuse_answer(
-            parse_datagram(branch.request), answer, vias, refused.reject.warning_text
-        )
+        reject = refused.reject
+        ack, bye = refuse_answer(parse_datagram(branch.request), answer, vias, reject.warning_text)
         branch.refused_ack = ack
-        failed = synthetic_timeout(
-            branch.upstream.message,
-            refused.reject.status,
-            refused.reject.reason,
-            refused.reject.warning,
-        )
-        actions: list[Action] = [Send(branch.flow, ack), Send(branch.flow, bye)]
-        return actions + self._deliver(branch, failed, now)
+        failed = synthetic_timeout(upstream.message, reject.status, reject.reason, reject.warning)
+        actions: list[Action] = [Send(branch.flow, ack)]
+        call = self.calls.get(upstream.message.call_id)
+        if branch.call is None and call is not None:  # a re-INVITE
+            actions += self._deliver(branch, failed, now)
+            call.end_reason = "sdp-answer-refused"
+            return actions + self._hang_up(call, now, hangup_by="system")
+        return [*actions, Send(branch.flow, bye), *self._deliver(branch, failed, now)]
 
     def _ended(
         self, call: Call, now: float, *, status: int, hangup_by: str | None
@@ -734,5 +754,5 @@ def _plans(
         else:
             plans.append((target, plan))
     if not plans:
-        raise rejected(refusals[0])
+        raise MediaPolicyError(refusals[0])
     return plans

@@ -463,7 +463,7 @@ Content-Length: 0
 _UAC = """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="a caller on the network dialling a DID">
+<scenario name="a caller on the network dialling a DID (late offer: the answer is in the ACK)">
   <send retrans="500">
     <![CDATA[
 
@@ -475,16 +475,7 @@ To: <sip:{did}@{domain}>
 Call-ID: [call_id]
 CSeq: 1 INVITE
 Contact: <sip:{caller}@[local_ip]:[local_port]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 4242 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
+Content-Length: 0
 
     ]]>
   </send>
@@ -502,7 +493,16 @@ From: <sip:{caller}@{network_domain}>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
 CSeq: 1 ACK
-Content-Length: 0
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 4242 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
 
     ]]>
   </send>

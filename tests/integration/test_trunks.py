@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 from twisted.logger import formatEvent
 
+from appliance.media.sdp import parse_sdp
 from appliance.sip.message import Message
 from appliance.testing.sipclient import SipTestClient
 from appliance.testing.sipsocket import StreamPhone
@@ -362,10 +363,16 @@ def test_inbound_call_from_kamailio_reaches_the_did(
         assert invite.method == "INVITE", invite.wire
         assert invite.uri.startswith(f"sip:{sip_instance.extension}@"), invite.uri
         assert f"<sip:{NETWORK_CALLER}@" in (invite.first("from") or ""), invite.wire
+        # The network's caller makes a late offer: no SDP in the INVITE, so the
+        # phone offers in its 200 and gets the answer in the ACK, from the relay.
+        assert invite.body == b"", invite.wire
         phone.socket.send(phone.client.answer(invite, 180, "Ringing"))
-        phone.socket.send(phone.client.answer(invite, 200, "OK"))
+        phone.socket.send(phone.client.answer(invite, 200, "OK", body=phone.client.sdp()))
         ack = phone.socket.receive()
         assert (ack.method, ack.call_id) == ("ACK", invite.call_id), ack.wire
+        answer = parse_sdp(ack.body)
+        assert answer.connection_of(answer.media[0]) == ("IP4", "127.0.0.1"), ack.wire
+        assert answer.media[0].port != phone.client.media_port, ack.wire
         bye = phone.socket.receive()
         assert (bye.method, bye.call_id) == ("BYE", invite.call_id), bye.wire
         phone.socket.send(phone.client.answer(bye, 200, "OK"))

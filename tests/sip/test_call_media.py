@@ -16,7 +16,7 @@ from appliance.media.srtp import Direction, SrtpContext
 from appliance.sip.actions import CallEnded
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message
-from tests.sip.test_proxy import NOW, _dial, _edge, _only, _phone, _records, _send, _to
+from tests.sip.test_proxy import DOMAIN, NOW, _dial, _edge, _only, _phone, _records, _send, _to
 
 MEDIA = "127.0.0.1"
 
@@ -162,19 +162,68 @@ def test_no_ports_is_503_and_the_quota_slot_is_given_back() -> None:
     assert refused.status == 503 and edge.proxy.admission.count(1) == 0
 
 
-def test_late_offer_and_non_sdp_bodies_are_refused() -> None:
+def test_a_late_offer_is_answered_in_the_ack() -> None:
+    """An INVITE without SDP: the callee offers in its 2xx, the caller gets our
+    offer (the caller-side port, our keys) and answers in the ACK, which reaches
+    the callee with our answer (the callee-side port)."""
     edge = _edge()
-    alice, _ = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
-    late = _only(_dial(edge, alice, "1002", body=b""), alice.flow)
-    assert late.status == 488 and "SDP offer is required" in (late.first("warning") or "")
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002", body=b""), bob.flow)
+    assert invite.body == b"" and invite.first("content-type") is None
+    session = next(iter(_relay(edge).sessions.values()))
+    bob_offer = bob.client.sdp(crypto=bob.client.crypto_offer())
+    ok = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK", body=bob_offer)), alice.flow)
+    address, port, _, crypto = _m_line(ok)
+    assert (address, port) == (MEDIA, session.a.rtp_port) and crypto
+    assert not _keys(crypto) & _keys(parse_sdp(bob_offer).media[0].crypto)
+    ack = alice.client.in_dialog("ACK", ok, body=alice.client.sdp_answer(ok))
+    forwarded = _only(_send(edge, alice, ack), bob.flow)
+    assert forwarded.method == "ACK"
+    address, port, _, (line,) = _m_line(forwarded)
+    assert (address, port) == (MEDIA, session.b.rtp_port) and parse_crypto(line).tag == 1
+    assert session.a.expected == session.b.expected == ("127.0.0.20", 40000)
+    assert session.a.suite is not None and session.b.suite is not None
+
+
+def test_a_late_offer_whose_ack_has_no_answer_ends_the_call() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002", body=b""), bob.flow)
+    ok = _only(
+        _send(edge, bob, bob.client.answer(invite, 200, "OK", body=bob.client.sdp())), alice.flow
+    )
+    actions = _send(edge, alice, alice.client.in_dialog("ACK", ok))
+    assert [m.method for m in _to(actions, bob.flow)] == ["ACK", "BYE"]
+    assert [m.method for m in _to(actions, alice.flow)] == ["BYE"]
+    (record,) = _records(actions)
+    assert record.record.media["end_reason"] == "sdp-answer-refused"
     assert _relay(edge).pool.in_use == 0
 
 
-def _answered(edge: SipEdge) -> tuple[Message, Message, object, object]:
+def test_a_late_offer_the_policy_refuses_is_acked_and_byed() -> None:
+    """Required policy: the callee's plain offer in its 2xx is refused like an
+    unusable answer: ACK and BYE to it, 488 to the caller."""
+    edge = _edge(srtp=SrtpPolicy.REQUIRED)
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
-    invite = _only(_dial(edge, alice, "1002"), bob.flow)
-    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
-    return invite, answer, alice, bob
+    invite = _only(_dial(edge, alice, "1002", body=b""), bob.flow)
+    actions = _send(edge, bob, bob.client.answer(invite, 200, "OK", body=bob.client.sdp()))
+    assert [m.method for m in _to(actions, bob.flow)] == ["ACK", "BYE"]
+    refused = _only(actions, alice.flow)
+    assert refused.status == 488 and refused.first("warning") == '399 telemancer "SRTP required"'
+
+
+def test_a_body_that_is_not_sdp_is_415() -> None:
+    edge = _edge()
+    alice, _ = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    first = alice.client.invite("1002", body=b"hello").replace(b"application/sdp", b"text/plain")
+    challenge = _only(_send(edge, alice, first), alice.flow)
+    auth = alice.client.authorization(challenge, method="INVITE", uri=f"sip:1002@{DOMAIN}")
+    again = alice.client.invite("1002", authorization=auth, body=b"hello").replace(
+        b"application/sdp", b"text/plain"
+    )
+    refused = _only(_send(edge, alice, again), alice.flow)
+    assert refused.status == 415 and refused.first("accept") == "application/sdp"
+    assert _relay(edge).pool.in_use == 0
 
 
 def test_the_record_carries_both_legs_counters_and_ports_are_released() -> None:
@@ -281,3 +330,39 @@ def test_base64_keys_never_leak_into_the_other_leg() -> None:
         key = parse_crypto(line).key
         assert base64.b64encode(key)[:16] not in invite.wire
     assert Suite.AES_256_CM_HMAC_SHA1_80.value in invite.body.decode()
+
+
+def test_a_reinvite_without_sdp_is_a_late_offer_from_the_other_side() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    reinvite = alice.client.in_dialog("INVITE", answer, body=b"")
+    forwarded = _only(_send(edge, alice, reinvite), bob.flow)
+    assert forwarded.body == b""
+    # bob's leg is on SRTP (he took our best-effort offer): his offer keeps it so.
+    offer = bob.client.sdp(crypto=bob.client.crypto_offer(), attributes=["sendonly"])
+    ok = _only(_send(edge, bob, bob.client.answer(forwarded, 200, "OK", body=offer)), alice.flow)
+    assert parse_sdp(ok.body).media[0].attributes("sendonly") == ("",)
+    ack = alice.client.in_dialog("ACK", ok, body=alice.client.sdp(attributes=["recvonly"]))
+    assert _m_line(_only(_send(edge, alice, ack), bob.flow))[0] == MEDIA
+    assert edge.proxy.calls[invite.call_id].media.on_hold  # type: ignore[union-attr]
+
+
+def test_a_refused_answer_to_a_reinvite_ends_the_whole_call() -> None:
+    """bob's leg is SRTP; his plain offer in the 2xx to a late-offer re-INVITE
+    would downgrade it: ACK to bob, 488 to alice's re-INVITE, BYE to both."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    forwarded = _only(
+        _send(edge, alice, alice.client.in_dialog("INVITE", answer, body=b"")), bob.flow
+    )
+    actions = _send(edge, bob, bob.client.answer(forwarded, 200, "OK", body=bob.client.sdp()))
+    assert [m.method for m in _to(actions, bob.flow)] == ["ACK", "BYE"]
+    refused, bye = _to(actions, alice.flow)
+    assert refused.status == 488 and "downgraded" in (refused.first("warning") or "")
+    assert bye.method == "BYE"
+    (record,) = _records(actions)
+    assert record.record.media["end_reason"] == "sdp-answer-refused"
