@@ -9,8 +9,11 @@ DEV_DIR := ./var
 # Debian packages the tests and benchmarks need: real SIP peers (baresip, sipp, Kamailio).
 DEBIAN_TEST_PACKAGES := python3-venv ca-certificates curl openssl sqlite3 baresip sip-tester kamailio kamailio-tls-modules stunnel4
 DEBIAN_RUN_PACKAGES := python3-venv
+# Peers only the benchmarks compare with (bench/media.py: rtpengine in userspace);
+# not tests, so `make test` never installs them: `make debian-bench` does.
+DEBIAN_BENCH_PACKAGES := rtpengine-daemon
 
-.PHONY: run test lint typecheck unit debian-run debian-test clean
+.PHONY: run test lint typecheck unit debian-run debian-test debian-bench clean
 
 run: $(STAMP) debian-run
 	$(BIN)/telemancer init --dev $(DEV_DIR)
@@ -46,6 +49,9 @@ debian-run:
 
 debian-test:
 	@./.ci/apt-ensure $(DEBIAN_TEST_PACKAGES)
+
+debian-bench:
+	@./.ci/apt-ensure $(DEBIAN_BENCH_PACKAGES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
