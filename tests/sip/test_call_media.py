@@ -15,8 +15,10 @@ from appliance.media.sdp import parse_sdp
 from appliance.media.srtp import Direction, SrtpContext
 from appliance.sip.actions import CallEnded
 from appliance.sip.edge import SipEdge
-from appliance.sip.message import Message
+from appliance.sip.message import Message, parse_datagram
 from tests.sip.test_proxy import DOMAIN, NOW, _dial, _edge, _only, _phone, _records, _send, _to
+from tests.sip.test_trunk_calls import CARRIER, CARRIER_PHONE
+from tests.sip.test_trunk_calls import _edge as trunk_edge
 
 MEDIA = "127.0.0.1"
 
@@ -366,3 +368,28 @@ def test_a_refused_answer_to_a_reinvite_ends_the_whole_call() -> None:
     assert bye.method == "BYE"
     (record,) = _records(actions)
     assert record.record.media["end_reason"] == "sdp-answer-refused"
+
+
+def test_a_plain_phone_is_bridged_to_a_carrier_that_requires_srtp() -> None:
+    """The tenant lets its phone speak plain RTP; the trunk requires SRTP: the
+    carrier is offered RTP/SAVP with our keys, the phone is answered plain, and
+    the relay encrypts the phone's packets with the key the carrier chose."""
+    edge = trunk_edge(trunk_srtp=SrtpPolicy.REQUIRED)
+    alice = _phone(edge, "1001", 5062)
+    invite = _only(_dial(edge, alice, "01632960123"), CARRIER)
+    _, _, proto, offered = _m_line(invite)
+    assert proto == "RTP/SAVP" and offered
+    ok = CARRIER_PHONE.answer(invite, 200, "OK")
+    answer = _only(edge.message_received(parse_datagram(ok), CARRIER, NOW), alice.flow)
+    assert _m_line(answer)[2:] == ("RTP/AVP", ())
+    relay = _relay(edge)
+    session = next(iter(relay.sessions.values()))
+    assert session.a.inbound is None and session.b.outbound is not None
+    rtp = bytes([0x80, 0, 0, 1]) + bytes(4) + (0x1234).to_bytes(4, "big") + b"\xd5" * 160
+    forward = relay.receive(session.a.rtp_port, rtp, ("127.0.0.20", 40000), NOW)
+    assert forward is not None and forward.data != rtp
+    (chosen,) = parse_sdp(_body(ok)).media[0].crypto
+    tag = parse_crypto(chosen).tag
+    ours = next(parse_crypto(v) for v in offered if parse_crypto(v).tag == tag)
+    carrier_in = SrtpContext(ours.suite.value, ours.key, ours.salt, Direction.INBOUND)
+    assert carrier_in.unprotect(forward.data) == rtp

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from appliance.media.policy import SrtpPolicy
 from appliance.media.relay import PortPool, Relay
 from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, TrunkHealth
@@ -45,7 +46,7 @@ def _trunk(**changes: object) -> TrunkEntry:
     return TrunkEntry(**values)  # type: ignore[arg-type]
 
 
-def _edge(*, flows: bool = True) -> SipEdge:
+def _edge(*, flows: bool = True, trunk_srtp: SrtpPolicy = SrtpPolicy.OPTIONAL) -> SipEdge:
     def ha1(number: str, domain: str) -> dict[str, str]:
         return {a: digest.ha1(a, number, domain, f"pw-{number}") for a in digest.ALGORITHMS}
 
@@ -61,7 +62,7 @@ def _edge(*, flows: bool = True) -> SipEdge:
     directory = SipDirectory(
         tenants,
         extensions,
-        trunks=[_trunk()],
+        trunks=[_trunk(srtp=trunk_srtp)],
         dids={
             "+441632960999": DidEntry("+441632960999", 1, 12, "1002"),
             "+441632960777": DidEntry("+441632960777", 2, 21, "2001"),
