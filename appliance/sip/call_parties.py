@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from appliance.media.policy import SrtpPolicy
 from appliance.sip import digest
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.cdr import Direction
@@ -94,3 +95,13 @@ def usable_trunks(directory: SipDirectory, trunk_down: set[int]) -> set[str] | N
     if not trunk_down:
         return None
     return {t.name for t in directory.trunks() if t.id not in trunk_down}
+
+
+def caller_srtp(directory: SipDirectory, parties: Parties) -> SrtpPolicy:
+    """The SRTP policy of the caller's leg: its trunk's for a call from a
+    carrier, its tenant's for a phone."""
+    if parties.direction == "inbound" and parties.trunk_name is not None:
+        trunk = directory.trunk(parties.tenant.id, parties.trunk_name)
+        if trunk is not None:
+            return trunk.srtp
+    return parties.tenant.srtp

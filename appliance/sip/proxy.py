@@ -23,7 +23,7 @@ This module holds the :class:`Proxy` and the order of its work; the records it
 keeps are in ``proxy_state``, and the parts that read on their own beside it
 in ``proxy_auth`` (step 1), ``proxy_address`` (step 2, Via and Record-Route),
 ``call_media`` (step 4 and every answer), ``quota`` (step 5), ``carriers``
-(trunks), ``in_dialog`` and ``deadlines``.
+(trunks), ``in_dialog`` and ``proxy_timers``.
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ import itertools
 import secrets
 from collections.abc import Iterable, Sequence
 
-from appliance.media.policy import OfferPlan, Reject, SrtpPolicy, plan_offer
+from appliance.media.policy import OfferPlan
 from appliance.sip import digest
 from appliance.sip.actions import Action, CallEnded, QuotaRefused, Send
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.call_media import CallMedia, MediaPorts
-from appliance.sip.call_parties import Parties, call_parties
+from appliance.sip.call_parties import call_parties, caller_srtp
 from appliance.sip.calls import Admission, Call, Leg
 from appliance.sip.carriers import ping_branch, pinged, toward_carrier, with_trunk_credentials
-from appliance.sip.deadlines import Deadlines
 from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import SipDirectory
 from appliance.sip.errors import SipError
@@ -57,12 +56,13 @@ from appliance.sip.in_dialog import bye_request, dialog_legs, dialog_transaction
 from appliance.sip.message import Message, Rewrite, parse_datagram
 from appliance.sip.proxy_address import ProxyAddress, pop_our_routes, record_routes, via
 from appliance.sip.proxy_state import Branch, Upstream, live_call, method_of, sends, server_key
+from appliance.sip.proxy_timers import ProxyTimers
 from appliance.sip.quota import QuotaError, record_refused_call
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
-from appliance.sip.sdp_exchange import MediaPolicyError, Refused, read_offer
-from appliance.sip.transaction import DeliverResponse, InviteServerTransaction, State, Timeout
+from appliance.sip.sdp_exchange import Refused, plan_targets, read_offer
+from appliance.sip.transaction import DeliverResponse, InviteServerTransaction, Timeout
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
 RING_TIMEOUT_SECONDS = 180.0
@@ -116,11 +116,7 @@ class Proxy:
         self._upstream: dict[tuple[str, str, str], Upstream] = {}
         self._ids = itertools.count(1)
         self._salt = secrets.token_hex(4)
-        # Deadlines of branches, server transactions and calls, soonest first.
-        # Entries go stale when their object moves on; they are checked when
-        # they come up (:meth:`_due`).
-        self._deadlines = Deadlines(self._ids)
-        self._touched: set[tuple[str, object]] = set()
+        self.timers = ProxyTimers(self._branches, self._upstream, self.calls, self._ids)
 
     # -- requests -----------------------------------------------------------
 
@@ -129,18 +125,18 @@ class Proxy:
         try:
             return self._request(message, flow, now)
         finally:
-            self._schedule_touched()
+            self.timers.schedule_touched()
 
     def _request(self, message: Message, flow: Flow, now: float) -> list[Action]:
         key = server_key(message)
         if message.method == "ACK":
             invite = self._upstream.get(server_key(message, method="INVITE"))
             if invite is not None and isinstance(invite.server, InviteServerTransaction):
-                self._touched.add(("upstream", invite.key))
+                self.timers.touch("upstream", invite.key)
                 return sends(invite.flow, invite.server.receive_ack(now))
         if key in self._upstream:
             upstream = self._upstream[key]
-            self._touched.add(("upstream", key))
+            self.timers.touch("upstream", key)
             return sends(upstream.flow, upstream.server.receive_request(message.wire, now))
         if message.method == "CANCEL":
             return self._cancel(message, flow, now)
@@ -188,9 +184,9 @@ class Proxy:
                 raise SipError(503, "Service Unavailable (carrier not reachable)")
             targets = [(carrier_flows[0], "")]
             callee_policy = decision.trunk.srtp
-        caller_policy = self._caller_policy(parties)
+        caller_policy = caller_srtp(self.directory, parties)
         offer = read_offer(message, caller_policy, flow.transport)
-        plans = _plans(callee_policy, targets)
+        plans = plan_targets(callee_policy, targets)
         call_id = message.call_id
         if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
             limit = tenant.max_concurrent_calls
@@ -222,13 +218,13 @@ class Proxy:
             media=media,
         )
         self.calls[call_id] = call
-        self._deadlines.push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
-        self._deadlines.push(call.deadline, "deadline", call_id)
+        self.timers.push(call.setup_at + RING_TIMEOUT_SECONDS, "ring", call_id)
+        self.timers.push(call.deadline, "deadline", call_id)
         server = InviteServerTransaction(reliable=flow.transport != "udp", now=now)
         key = server_key(message)
         upstream = Upstream(message, flow, server, key)
         self._upstream[key] = upstream
-        self._touched.add(("upstream", key))
+        self.timers.touch("upstream", key)
         actions: list[Action] = [live_call(call)]
         server.receive_request(message.wire, now)
         trying = response(message, 100, "Trying", source=flow.remote)
@@ -252,15 +248,6 @@ class Proxy:
                 asserted=asserted,
             )
         return actions
-
-    def _caller_policy(self, parties: Parties) -> SrtpPolicy:
-        """The SRTP policy of the caller's leg: its trunk's for a call from a
-        carrier, its tenant's for a phone."""
-        if parties.direction == "inbound" and parties.trunk_name is not None:
-            trunk = self.directory.trunk(parties.tenant.id, parties.trunk_name)
-            if trunk is not None:
-                return trunk.srtp
-        return parties.tenant.srtp
 
     def _reachable(self, flow: Flow) -> bool:
         """UDP flows always; a TLS/TCP flow while its connection is up, and a
@@ -325,7 +312,7 @@ class Proxy:
         branch.trunk, branch.authenticated = trunk, authenticated
         branch.media = call.media
         self._branches[branch.id] = branch
-        self._touched.add(("branch", branch.id))
+        self.timers.touch("branch", branch.id)
         upstream.branches.append(branch.id)
         call.branches.append(branch.id)
         return sends(target, branch.transaction.start(now))
@@ -406,7 +393,8 @@ class Proxy:
         )
         if offering:
             self._branches[branch_id].media = call.media
-        self._touched.update({("upstream", key), ("branch", branch_id)})
+        self.timers.touch("upstream", key)
+        self.timers.touch("branch", branch_id)
         return [*actions, *sends(target.flow, transaction.start(now))]
 
     def _cancel(self, message: Message, flow: Flow, now: float) -> list[Action]:
@@ -428,7 +416,7 @@ class Proxy:
                 continue
             branch.cancelled = True
             cancel = cancel_branch(branch, now)
-            self._touched.add(("branch", cancel.id))
+            self.timers.touch("branch", cancel.id)
             self._branches[cancel.id] = cancel
             actions += sends(branch.flow, cancel.transaction.start(now))
         return actions
@@ -466,10 +454,10 @@ class Proxy:
             for action in transaction_actions:
                 if isinstance(action, DeliverResponse):
                     actions += self._deliver(branch, message, now)
-            self._touched.add(("branch", branch.id))
+            self.timers.touch("branch", branch.id)
             return actions
         finally:
-            self._schedule_touched()
+            self.timers.schedule_touched()
 
     def ping(self, trunk: TrunkEntry, flow: Flow, now: float) -> list[Action]:
         """Send an OPTIONS to a trunk's carrier; its answer (or Timer F) becomes a
@@ -477,16 +465,16 @@ class Proxy:
         try:
             branch = ping_branch(trunk, flow, self._branch_id(), self.addresses, now)
             self._branches[branch.id] = branch
-            self._touched.add(("branch", branch.id))
+            self.timers.touch("branch", branch.id)
             return sends(flow, branch.transaction.start(now))
         finally:
-            self._schedule_touched()
+            self.timers.schedule_touched()
 
     def _deliver(self, branch: Branch, message: Message, now: float) -> list[Action]:
         upstream = branch.upstream
         if upstream is None:  # our own CANCEL or BYE: nothing to pass on
             return []
-        self._touched.add(("upstream", upstream.key))
+        self.timers.touch("upstream", upstream.key)
         status = message.status
         body: bytes | None = b"" if is_sdp(message) else None
         if branch.media is not None and status > 100:
@@ -588,7 +576,7 @@ class Proxy:
         )
         if record is None:
             return []
-        self._deadlines.push(now + REAP_AFTER_SECONDS, "reap", call.call_id)
+        self.timers.push(now + REAP_AFTER_SECONDS, "reap", call.call_id)
         return [CallEnded(record), live_call(call)]
 
     # -- connections, timers -----------------------------------------------
@@ -598,7 +586,7 @@ class Proxy:
         try:
             return self._flow_closed(flow, now)
         finally:
-            self._schedule_touched()
+            self.timers.schedule_touched()
 
     def _flow_closed(self, flow: Flow, now: float) -> list[Action]:
         self.open_connections.discard(flow.connection)
@@ -607,7 +595,7 @@ class Proxy:
         for branch in list(self._branches.values()):
             if branch.flow == flow and not branch.final and branch.upstream is not None:
                 # A fork whose connection is gone (or never came up) fails now (§16.7).
-                self._touched.add(("branch", branch.id))
+                self.timers.touch("branch", branch.id)
                 branch.transaction.transport_error(now)
                 failed = synthetic_timeout(branch.upstream.message, 503, "Service Unavailable")
                 actions += self._deliver(branch, failed, now)
@@ -651,66 +639,27 @@ class Proxy:
                 call.end_reason = "media-timeout"
                 actions += self._hang_up(call, now, hangup_by="system")
         finally:
-            self._schedule_touched()
+            self.timers.schedule_touched()
         return actions
-
-    def _schedule_touched(self) -> None:
-        """Put the next deadline of every transaction touched since the last call
-        on the heap; forget the ones that have ended."""
-        for kind, key in self._touched:
-            if kind == "branch":
-                branch = self._branches.get(key)  # type: ignore[call-overload]
-                if branch is None:
-                    continue
-                if branch.transaction.state is State.TERMINATED:
-                    del self._branches[branch.id]
-                elif (due := branch.transaction.next_timer()) is not None:
-                    self._deadlines.push(due, kind, key)
-            else:
-                upstream = self._upstream.get(key)  # type: ignore[call-overload]
-                if upstream is None:
-                    continue
-                if upstream.server.state is State.TERMINATED:
-                    del self._upstream[upstream.key]
-                elif (due := upstream.server.next_timer()) is not None:
-                    self._deadlines.push(due, kind, key)
-        self._touched.clear()
-
-    def _due(self, when: float, kind: str, key: object) -> bool:
-        """Whether a heap entry still stands for a deadline (lazy deletion)."""
-        if kind == "branch":
-            branch = self._branches.get(key)  # type: ignore[call-overload]
-            return branch is not None and branch.transaction.next_timer() == when
-        if kind == "upstream":
-            upstream = self._upstream.get(key)  # type: ignore[call-overload]
-            return upstream is not None and upstream.server.next_timer() == when
-        call = self.calls.get(str(key))
-        if call is None:
-            return False
-        if kind == "ring":
-            return call.state in ("proceeding", "ringing")
-        if kind == "deadline":
-            return call.state != "ended" and call.deadline == when
-        return kind == "reap" and call.state == "ended"
 
     def next_timer(self) -> float | None:
         """The earliest deadline of any branch, server transaction or call."""
-        return self._deadlines.next_due(self._due)
+        return self.timers.next_timer()
 
     def handle_timer(self, now: float) -> list[Action]:
         """Fire transaction timers, ring timeouts and maximum durations that are due."""
         actions: list[Action] = []
         try:
-            for kind, key in self._deadlines.pop_due(now, self._due):
+            for kind, key in self.timers.pop_due(now):
                 actions += self._fire(kind, key, now)
         finally:
-            self._schedule_touched()
+            self.timers.schedule_touched()
         return actions
 
     def _fire(self, kind: str, key: object, now: float) -> list[Action]:
         if kind == "branch":
             branch = self._branches[key]  # type: ignore[index]
-            self._touched.add(("branch", key))
+            self.timers.touch("branch", key)
             fired = branch.transaction.handle_timer(now)
             actions = sends(branch.flow, fired)
             if branch.ping is not None and any(isinstance(a, Timeout) for a in fired):
@@ -723,7 +672,7 @@ class Proxy:
             return actions
         if kind == "upstream":
             upstream = self._upstream[key]  # type: ignore[index]
-            self._touched.add(("upstream", key))
+            self.timers.touch("upstream", key)
             return sends(upstream.flow, upstream.server.handle_timer(now))
         call = self.calls[str(key)]
         if kind == "ring":  # Timer C: stop ringing
@@ -738,21 +687,3 @@ class Proxy:
             return self._hang_up(call, now, hangup_by="system")
         del self.calls[call.call_id]  # reap: retransmissions of its BYE have had their time
         return []
-
-
-def _plans(
-    policy: SrtpPolicy, targets: list[tuple[Flow, str]]
-) -> list[tuple[tuple[Flow, str], OfferPlan]]:
-    """What each target is offered under the callee leg's ``policy``; targets the
-    policy cannot serve are left out, and with none left the call is refused."""
-    plans: list[tuple[tuple[Flow, str], OfferPlan]] = []
-    refusals: list[Reject] = []
-    for target in targets:
-        plan = plan_offer(policy, target[0].transport)
-        if isinstance(plan, Reject):
-            refusals.append(plan)
-        else:
-            plans.append((target, plan))
-    if not plans:
-        raise MediaPolicyError(refusals[0])
-    return plans

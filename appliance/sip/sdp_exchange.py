@@ -15,6 +15,7 @@ from appliance.media.policy import (
     Reject,
     SrtpPolicy,
     answer_offer,
+    plan_offer,
     profile_of,
 )
 from appliance.media.relay import Leg as RelayLeg
@@ -22,6 +23,7 @@ from appliance.media.sdes import RandomBytes
 from appliance.media.sdp import Origin, SessionDescription, parse_sdp
 from appliance.sip.errors import SipError
 from appliance.sip.message import Message
+from appliance.sip.registrar import Flow
 
 SDP_TYPE = "application/sdp"
 _NOT_ACCEPTABLE = "Not Acceptable Here"
@@ -143,3 +145,21 @@ class Exchange:
     answerer_origin: Origin
     plans: dict[str, OfferPlan] = field(default_factory=dict)
     answered: bool = False
+
+
+def plan_targets(
+    policy: SrtpPolicy, targets: list[tuple[Flow, str]]
+) -> list[tuple[tuple[Flow, str], OfferPlan]]:
+    """What each target is offered under the callee leg's ``policy``; targets the
+    policy cannot serve are left out, and with none left the call is refused."""
+    plans: list[tuple[tuple[Flow, str], OfferPlan]] = []
+    refusals: list[Reject] = []
+    for target in targets:
+        plan = plan_offer(policy, target[0].transport)
+        if isinstance(plan, Reject):
+            refusals.append(plan)
+        else:
+            plans.append((target, plan))
+    if not plans:
+        raise MediaPolicyError(refusals[0])
+    return plans
