@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 
@@ -190,6 +191,7 @@ def test_cancel_from_the_caller() -> None:
     (ended,) = _records(terminated)
     assert ended.record.disposition == "cancelled" and edge.proxy.admission.count(1) == 0
     assert ended.record.hangup_by == "caller"
+    assert cast(Relay, edge.proxy.media).pool.in_use == 0  # its media ports too
 
 
 def _last_invite(edge: SipEdge) -> bytes:
@@ -210,6 +212,7 @@ def test_final_failures_end_the_call(status: int, disposition: str) -> None:
     assert _only(actions, alice.flow).status == status
     (ended,) = _records(actions)
     assert ended.record.disposition == disposition and edge.proxy.admission.count(1) == 0
+    assert cast(Relay, edge.proxy.media).pool.in_use == 0
 
 
 def test_quota_refuses_the_call_before_anything_rings() -> None:
@@ -242,6 +245,7 @@ def test_timeout_releases_the_slot() -> None:
     assert _only(actions, alice.flow).status == 408
     (ended,) = _records(actions)
     assert ended.record.disposition == "no-answer" and edge.proxy.admission.count(1) == 0
+    assert cast(Relay, edge.proxy.media).pool.in_use == 0
 
 
 def test_a_dead_connection_ends_the_call() -> None:
@@ -255,6 +259,7 @@ def test_a_dead_connection_ends_the_call() -> None:
     assert _only(actions, alice.flow).method == "BYE"
     (ended,) = _records(actions)
     assert ended.record.hangup_by == "system" and edge.proxy.admission.count(1) == 0
+    assert cast(Relay, edge.proxy.media).pool.in_use == 0
 
 
 def test_maximum_duration_ends_the_call() -> None:
@@ -266,6 +271,7 @@ def test_maximum_duration_ends_the_call() -> None:
     actions = edge.handle_timer(NOW + 3600)
     assert _only(actions, alice.flow).method == "BYE" and _only(actions, bob.flow).method == "BYE"
     assert _records(actions) and edge.proxy.admission.count(1) == 0
+    assert cast(Relay, edge.proxy.media).pool.in_use == 0
 
 
 @pytest.mark.parametrize(
