@@ -137,12 +137,12 @@ class _Libsrtp:
         self._session = pylibsrtp.Session(policy)  # libsrtp copies the key; policy goes
         self._rtp_tag = parameters.rtp_tag_length
         self._rtcp_trailer = 4 + parameters.rtcp_tag_length
-        self._ssrcs: set[int] = set()
+        self._ssrcs: set[bytes] = set()
 
     def __repr__(self) -> str:
         return "<libsrtp session key=<redacted>>"
 
-    def _run(self, method: Callable[[bytes], bytes], packet: bytes, ssrc: int) -> bytes:
+    def _run(self, method: Callable[[bytes], bytes], packet: bytes, ssrc: bytes) -> bytes:
         known = ssrc in self._ssrcs
         if not known and len(self._ssrcs) >= MAX_STREAMS:
             raise SrtpError("limit", f"more than {MAX_STREAMS} SSRCs")
@@ -157,21 +157,23 @@ class _Libsrtp:
         return result
 
     def protect(self, rtp: bytes) -> bytes:
-        rtp_header_length(rtp)
-        return self._run(self._session.protect, rtp, int.from_bytes(rtp[8:12], "big"))
+        if len(rtp) < 12 or rtp[0] != 0x80:  # not the plain 12-byte header: check it all
+            rtp_header_length(rtp)
+        return self._run(self._session.protect, rtp, rtp[8:12])
 
     def unprotect(self, srtp: bytes) -> bytes:
-        if len(srtp) < rtp_header_length(srtp) + self._rtp_tag:
+        header = 12 if len(srtp) >= 12 and srtp[0] == 0x80 else rtp_header_length(srtp)
+        if len(srtp) < header + self._rtp_tag:
             raise SrtpError("malformed", "SRTP packet shorter than its header and tag")
-        return self._run(self._session.unprotect, srtp, int.from_bytes(srtp[8:12], "big"))
+        return self._run(self._session.unprotect, srtp, srtp[8:12])
 
     def protect_rtcp(self, rtcp: bytes) -> bytes:
         check_rtcp(rtcp, 8)
-        return self._run(self._session.protect_rtcp, rtcp, int.from_bytes(rtcp[4:8], "big"))
+        return self._run(self._session.protect_rtcp, rtcp, rtcp[4:8])
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes:
         check_rtcp(srtcp, 8 + self._rtcp_trailer)
-        return self._run(self._session.unprotect_rtcp, srtcp, int.from_bytes(srtcp[4:8], "big"))
+        return self._run(self._session.unprotect_rtcp, srtcp, srtcp[4:8])
 
 
 def _wrong_direction(operation: str, direction: Direction) -> Callable[[bytes], bytes]:
