@@ -477,9 +477,13 @@ class Proxy:
         self.timers.touch("upstream", upstream.key)
         status = message.status
         body: bytes | None = b"" if is_sdp(message) else None
+        if branch.refused_ack is not None and status < 300:
+            return [Send(branch.flow, branch.refused_ack)] if status >= 200 else []
+        if 200 <= status < 300 and branch.call is not None and branch.call.state == "ended":
+            # A fork answering after a 6xx ended the call: it is not revived.
+            ack, bye = self._ack_and_bye(branch, message, "the call had already ended")
+            return [Send(branch.flow, ack), Send(branch.flow, bye)]
         if branch.media is not None and status > 100:
-            if branch.refused_ack is not None and status < 300:
-                return [Send(branch.flow, branch.refused_ack)] if status >= 200 else []
             if status >= 300:
                 branch.media.failed(branch.id)
             else:
@@ -549,13 +553,8 @@ class Proxy:
         believing in a session that no longer exists."""
         upstream = branch.upstream
         assert upstream is not None
-        vias = (
-            via(self.addresses, branch.flow, self._branch_id()),
-            via(self.addresses, branch.flow, self._branch_id()),
-        )
         reject = refused.reject
-        ack, bye = refuse_answer(parse_datagram(branch.request), answer, vias, reject.warning_text)
-        branch.refused_ack = ack
+        ack, bye = self._ack_and_bye(branch, answer, reject.warning_text)
         failed = synthetic_timeout(upstream.message, reject.status, reject.reason, reject.warning)
         actions: list[Action] = [Send(branch.flow, ack)]
         call = self.calls.get(upstream.message.call_id)
@@ -564,6 +563,17 @@ class Proxy:
             call.end_reason = "sdp-answer-refused"
             return actions + self._hang_up(call, now, hangup_by="system")
         return [*actions, Send(branch.flow, bye), *self._deliver(branch, failed, now)]
+
+    def _ack_and_bye(self, branch: Branch, answer: Message, why: str) -> tuple[bytes, bytes]:
+        """The ACK and BYE ending the dialog a 2xx on ``branch`` set up; the ACK is
+        kept for the 2xx's retransmissions."""
+        vias = (
+            via(self.addresses, branch.flow, self._branch_id()),
+            via(self.addresses, branch.flow, self._branch_id()),
+        )
+        ack, bye = refuse_answer(parse_datagram(branch.request), answer, vias, why)
+        branch.refused_ack = ack
+        return ack, bye
 
     def _ended(
         self, call: Call, now: float, *, status: int, hangup_by: str | None

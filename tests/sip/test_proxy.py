@@ -470,3 +470,21 @@ def test_bridged_transports_get_two_record_routes() -> None:
         "<sip:127.0.0.1:5061;transport=tls;lr>",
     ]
     assert invite.vias[0].transport == "UDP"
+
+
+def test_a_fork_answering_after_a_6xx_does_not_revive_the_call() -> None:
+    """desk declines with 603, which ends the call and cancels mobile; mobile
+    answers 200 anyway: it gets ACK and BYE, the caller nothing more, and there is
+    one CDR."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    declined = _send(edge, desk, desk.client.answer(desk_invite, 603, "Decline", tag="desk"))
+    assert _only(declined, alice.flow).status == 603 and len(_records(declined)) == 1
+    late = _send(edge, mobile, mobile.client.answer(mobile_invite, 200, "OK", tag="mobile"))
+    assert [m.method for m in _to(late, mobile.flow)] == ["ACK", "BYE"]
+    assert _to(late, alice.flow) == [] and _records(late) == []
+    assert edge.proxy.calls[desk_invite.call_id].state == "ended"
+    assert cast(Relay, edge.proxy.media).pool.in_use == 0
