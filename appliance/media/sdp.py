@@ -23,6 +23,7 @@ does not define (which §5 says to reject rather than guess), and the size limit
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -482,8 +483,10 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
 # Rewriting ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def _address_type(address: str) -> str:
-    """IP4 or IP6 for an IP literal; ValueError otherwise (our own configuration)."""
+    """IP4 or IP6 for an IP literal; ValueError otherwise (our own configuration:
+    the few addresses it sees are cached, as it runs several times per call)."""
     return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
 
 
