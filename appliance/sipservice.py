@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from appliance.config import SipConfig
+from appliance.media.udp import MediaSockets
 from appliance.reactor import IApplianceReactor
 from appliance.sip.actions import (
     Action,
@@ -543,6 +544,9 @@ class SipService(Service):
             self._timer.cancel()
         for connection in list(self.connections.values()):
             connection.abort()
+        media = self.edge.proxy.media
+        if isinstance(media, MediaSockets):
+            media.stop()  # every relay port closed, calls or not
         stops: list[Deferred[Any]] = []
         for port in self._ports:
             result = port.stopListening()

@@ -185,9 +185,13 @@ def test_a_plain_phone_toward_a_required_tenant_gets_488(
     ) as (caller, callee):
         caller.control.command("dial", f"sip:1002@{sip_instance.domain}")
         caller.control.wait_for_event("CALL_CLOSED")
+        # Its SIP trace reaches us on stdout, which may lag the control event.
+        caller.process.wait_for(
+            lambda lines: 'Warning: 399 telemancer "SRTP required"' in lines,
+            "the 488's Warning in the caller's trace",
+        )
         lines = caller.process.lines
         assert any(x.startswith("SIP/2.0 488 Not Acceptable Here") for x in lines)
-        assert 'Warning: 399 telemancer "SRTP required"' in lines
         assert not any(x.startswith("INVITE ") for x in callee.process.lines)
 
 
