@@ -393,3 +393,23 @@ def test_a_plain_phone_is_bridged_to_a_carrier_that_requires_srtp() -> None:
     ours = next(parse_crypto(v) for v in offered if parse_crypto(v).tag == tag)
     carrier_in = SrtpContext(ours.suite.value, ours.key, ours.salt, Direction.INBOUND)
     assert carrier_in.unprotect(forward.data) == rtp
+
+
+def test_an_update_offer_is_negotiated_like_a_reinvite() -> None:
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+    session = next(iter(_relay(edge).sessions.values()))
+    before = session.b.inbound
+    held = alice.client.sdp(attributes=["sendonly"])
+    update = _only(
+        _send(edge, alice, alice.client.in_dialog("UPDATE", answer, body=held)), bob.flow
+    )
+    assert update.method == "UPDATE" and _m_line(update)[:2] == (MEDIA, session.b.rtp_port)
+    assert parse_sdp(update.body).media[0].attributes("sendonly") == ("",)
+    ok = bob.client.answer(update, 200, "OK", body=bob.client.sdp_answer(update))
+    back = _only(_send(edge, bob, ok), alice.flow)
+    assert back.status == 200 and _m_line(back)[:2] == (MEDIA, session.a.rtp_port)
+    assert session.b.inbound is not before  # bob's new key for what he sends
+    assert edge.proxy.calls[invite.call_id].media.on_hold  # type: ignore[union-attr]
