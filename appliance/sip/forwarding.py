@@ -67,11 +67,14 @@ def with_body(message: Message, rewrite: Rewrite, body: bytes) -> None:
             rewrite.remove(field_)
 
 
+SDP_TYPE = "application/sdp"
+
+
 def is_sdp(message: Message) -> bool:
     """Whether ``message`` carries a session description (addresses and keys of
     its sender's leg, never to be passed on as it is)."""
     content_type = (message.first("content-type") or "").split(";")[0].strip().lower()
-    return bool(message.body) and content_type == "application/sdp"
+    return bool(message.body) and content_type == SDP_TYPE
 
 
 def with_cseq(message: Message, rewrite: Rewrite, offset: int) -> None:

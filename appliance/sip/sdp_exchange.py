@@ -22,10 +22,10 @@ from appliance.media.relay import Leg as RelayLeg
 from appliance.media.sdes import RandomBytes
 from appliance.media.sdp import Origin, SessionDescription, parse_sdp
 from appliance.sip.errors import SipError
+from appliance.sip.forwarding import SDP_TYPE, is_sdp
 from appliance.sip.message import Message
 from appliance.sip.registrar import Flow
 
-SDP_TYPE = "application/sdp"
 _NOT_ACCEPTABLE = "Not Acceptable Here"
 REJECT_NO_AUDIO = Reject(488, _NOT_ACCEPTABLE, "no RTP audio stream to relay")
 REJECT_NO_ANSWER = Reject(488, _NOT_ACCEPTABLE, "no usable SDP answer")
@@ -67,8 +67,7 @@ def sdp_of(message: Message) -> SessionDescription | None:
     that is not SDP, 400/488 for SDP we cannot read or relay)."""
     if not message.body:
         return None
-    content_type = (message.first("content-type") or "").split(";")[0].strip().lower()
-    if content_type != SDP_TYPE:
+    if not is_sdp(message):
         raise SipError(415, "Unsupported Media Type", (("Accept", SDP_TYPE),))
     return parse_sdp(message.body)
 
