@@ -479,9 +479,16 @@ class Proxy:
         body: bytes | None = b"" if is_sdp(message) else None
         if branch.refused_ack is not None and status < 300:
             return [Send(branch.flow, branch.refused_ack)] if status >= 200 else []
-        if 200 <= status < 300 and branch.call is not None and branch.call.state == "ended":
-            # A fork answering after a 6xx ended the call: it is not revived.
-            ack, bye = self._ack_and_bye(branch, message, "the call had already ended")
+        if (
+            200 <= status < 300
+            and branch.call is not None
+            and (branch.call.state == "ended" or upstream.winner not in ("", branch.id))
+        ):
+            # Another fork answered first, or a 6xx ended the call: this dialog ends
+            # here. The caller has one call, and the relay one callee to talk to.
+            ended = branch.call.state == "ended"
+            why = "the call had already ended" if ended else "the call was answered elsewhere"
+            ack, bye = self._ack_and_bye(branch, message, why)
             return [Send(branch.flow, ack), Send(branch.flow, bye)]
         if branch.media is not None and status > 100:
             if status >= 300:
@@ -518,7 +525,7 @@ class Proxy:
         branch.final = status
         if status < 300:
             if call is not None and not upstream.answered:
-                upstream.answered = True
+                upstream.answered, upstream.winner = True, branch.id
                 contact = message.contacts[0].uri if message.contacts else ""
                 call.callee_leg = Leg(branch.flow, message.to.tag, contact, 0)
                 call.answered_at = now

@@ -65,6 +65,8 @@ class Upstream:
     branches: list[str] = field(default_factory=list)
     best: tuple[int, bytes] | None = None
     answered: bool = False
+    #: The branch whose 2xx answered the INVITE.
+    winner: str = ""
     challenges: list[tuple[str, str]] = field(default_factory=list)
 
     def consider(self, status: int, upward: bytes, answer: Message) -> None:

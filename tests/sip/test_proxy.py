@@ -488,3 +488,23 @@ def test_a_fork_answering_after_a_6xx_does_not_revive_the_call() -> None:
     assert _to(late, alice.flow) == [] and _records(late) == []
     assert edge.proxy.calls[desk_invite.call_id].state == "ended"
     assert cast(Relay, edge.proxy.media).pool.in_use == 0
+
+
+def test_a_second_fork_answering_is_ended_not_passed_up() -> None:
+    """desk and mobile both answer (mobile before our CANCEL reached it): mobile's
+    200 gets ACK and BYE, the caller only ever sees desk's, and the relay keeps
+    talking to desk."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    desk.client.media_port = 40002
+    _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
+    again = desk.client.answer(desk_invite, 200, "OK", tag="desk")
+    assert _only(_send(edge, desk, again), alice.flow).status == 200  # a retransmission
+    late = _send(edge, mobile, mobile.client.answer(mobile_invite, 200, "OK", tag="mobile"))
+    assert [m.method for m in _to(late, mobile.flow)] == ["ACK", "BYE"]
+    assert _to(late, alice.flow) == []
+    session = next(iter(cast(Relay, edge.proxy.media).sessions.values()))
+    assert session.b.expected == ("127.0.0.20", 40002)
