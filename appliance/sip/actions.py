@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from appliance.sip.blocklist import BlockLifted, BlockStarted
-from appliance.sip.cdr import CallDetailRecord
+from appliance.sip.cdr import CallDetailRecord, Direction
 from appliance.sip.registrar import Binding, Flow
 
 
@@ -64,6 +64,7 @@ class QuotaRefused(NamedTuple):
     caller: str
     callee: str
     limit: int
+    direction: Direction = "internal"
 
 
 class TrunkHealth(NamedTuple):

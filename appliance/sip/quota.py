@@ -30,8 +30,7 @@ class QuotaError(SipError):
     ) -> None:
         warning = f'399 telemancer "concurrent call quota of {limit} reached"'
         super().__init__(503, "Service Unavailable (call quota)", (("Warning", warning),))
-        self.refused = QuotaRefused(tenant_id, call_id, caller, callee, limit)
-        self.direction = direction
+        self.refused = QuotaRefused(tenant_id, call_id, caller, callee, limit, direction)
 
 
 def quota_refusal(error: SipError) -> QuotaRefused | None:
@@ -48,7 +47,7 @@ def record_refused_call(
         call_id=refused.call_id,
         caller=refused.caller,
         callee=refused.callee,
-        direction="internal",
+        direction=refused.direction,
         setup_at=now,
         caller_leg=Leg(flow, message.from_.tag, "", message.cseq.number),
         deadline=now,

@@ -234,3 +234,19 @@ def test_options_pings_track_trunk_health() -> None:
         parse_datagram(CARRIER_PHONE.answer(again, 200, "OK")), CARRIER, NOW + 50
     )
     assert _to(_dial(edge, alice, "01632960123", NOW + 51), CARRIER)
+
+
+def test_an_inbound_call_over_the_quota_is_recorded_as_inbound() -> None:
+    """The refused call's CDR keeps its direction: the operator can
+    tell carriers' calls refused for quota from the phones'."""
+    edge = _edge()
+    _phone(edge, "1002", 5064)
+    for _ in range(5):  # the tenant's limit, taken
+        assert edge.proxy.admission.reserve(1, 5)
+    carrier = SipTestClient(
+        "+447700900123", "carrier.example", "", transport="TLS", local=CARRIER.remote
+    )
+    actions = edge.message_received(parse_datagram(carrier.invite("+441632960999")), CARRIER, NOW)
+    assert _only(actions, CARRIER).status == 503
+    (ended,) = _records(actions)
+    assert (ended.record.direction, ended.record.disposition) == ("inbound", "rejected-quota")
