@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from appliance.media.relay import Cipher, Forward, Leg, MediaIdle, MediaSession, Relay
+from appliance.media.relay import Forward, MediaSession, Relay
 
 #: Attempts at finding a bindable pair before the call is refused (503).
 BIND_ATTEMPTS = 8
@@ -53,6 +53,9 @@ class MediaSockets:
         self.reactor: IReactorFDSet = reactor
         self.clock: IReactorTime = reactor
         self.relay = relay
+        #: Setting a leg from its SDP and finding silent calls are the relay's own.
+        self.configure = relay.configure
+        self.expire_idle = relay.expire_idle
         self.interface = interface
         self.family = (
             socket.AF_INET6 if ipaddress.ip_address(interface).version == 6 else socket.AF_INET
@@ -77,28 +80,6 @@ class MediaSockets:
             self.relay.close(call_id)
         return None
 
-    def configure(
-        self,
-        leg: Leg,
-        *,
-        expected: tuple[str, int] | None,
-        rtcp_mux: bool,
-        inbound: Cipher | None,
-        outbound: Cipher | None,
-        suite: str | None,
-        now: float,
-    ) -> None:
-        """Set a leg from its negotiated SDP (see :meth:`Relay.configure`)."""
-        self.relay.configure(
-            leg,
-            expected=expected,
-            rtcp_mux=rtcp_mux,
-            inbound=inbound,
-            outbound=outbound,
-            suite=suite,
-            now=now,
-        )
-
     def close(self, call_id: str) -> MediaSession | None:
         """Close a call's ports and return its session for the CDR."""
         session = self.relay.close(call_id)
@@ -107,10 +88,6 @@ class MediaSockets:
                 self._unbind(leg.rtp_port)
                 self._unbind(leg.rtp_port + 1)
         return session
-
-    def expire_idle(self, now: float) -> list[MediaIdle]:
-        """Calls whose media has been silent for the idle time."""
-        return self.relay.expire_idle(now)
 
     @property
     def bound_ports(self) -> int:
