@@ -398,7 +398,23 @@ class Kamailio:
 
 # -- sipp, the network behind the carrier ----------------------------------------
 
-_UAS = """\
+#: The plain G.711 description sipp sends (an answer from the called party, or
+#: the caller's answer in its ACK): what a carrier's far end would say.
+_SIPP_SDP = """\
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=- 4242 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+"""
+
+_UAS = (
+    """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="the called party behind the carrier">
@@ -429,17 +445,9 @@ SIP/2.0 200 OK
 [last_Call-ID:]
 [last_CSeq:]
 Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 4242 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-
+"""
+    + _SIPP_SDP
+    + """
     ]]>
   </send>
   <recv request="ACK" crlf="true"/>
@@ -459,8 +467,10 @@ Content-Length: 0
   </send>
 </scenario>
 """
+)
 
-_UAC = """\
+_UAC = (
+    """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="a caller on the network dialling a DID (late offer: the answer is in the ACK)">
@@ -493,17 +503,9 @@ From: <sip:{caller}@{network_domain}>;tag=[pid]SIPpTag00[call_number]
 [last_To:]
 Call-ID: [call_id]
 CSeq: 1 ACK
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=- 4242 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 0
-a=rtpmap:0 PCMU/8000
-
+"""
+    + _SIPP_SDP
+    + """
     ]]>
   </send>
   <pause milliseconds="{hold_ms}"/>
@@ -525,6 +527,7 @@ Content-Length: 0
   <recv response="200" crlf="true"/>
 </scenario>
 """
+)
 
 
 @dataclass(frozen=True)

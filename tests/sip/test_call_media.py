@@ -9,14 +9,25 @@ import base64
 from typing import cast
 
 from appliance.media.policy import SrtpPolicy
-from appliance.media.relay import PortPool, Relay
+from appliance.media.relay import MediaSession, PortPool, Relay
 from appliance.media.sdes import Suite, parse_crypto
 from appliance.media.sdp import parse_sdp
 from appliance.media.srtp import Direction, SrtpContext
 from appliance.sip.actions import CallEnded
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message, parse_datagram
-from tests.sip.test_proxy import DOMAIN, NOW, _dial, _edge, _only, _phone, _records, _send, _to
+from tests.sip.test_proxy import (
+    DOMAIN,
+    NOW,
+    Phone,
+    _dial,
+    _edge,
+    _only,
+    _phone,
+    _records,
+    _send,
+    _to,
+)
 from tests.sip.test_trunk_calls import CARRIER, CARRIER_PHONE
 from tests.sip.test_trunk_calls import _edge as trunk_edge
 
@@ -25,6 +36,12 @@ MEDIA = "127.0.0.1"
 
 def _relay(edge: SipEdge) -> Relay:
     return cast(Relay, edge.proxy.media)
+
+
+def _session(edge: SipEdge) -> MediaSession:
+    """The media of the one call in progress."""
+    (session,) = _relay(edge).sessions.values()
+    return session
 
 
 def _m_line(message: Message) -> tuple[str, int, str, tuple[str, ...]]:
@@ -46,7 +63,7 @@ def test_a_plain_call_goes_through_the_relay_with_our_address_on_each_leg() -> N
     edge = _edge()
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
     invite = _only(_dial(edge, alice, "1002"), bob.flow)
-    session = next(iter(_relay(edge).sessions.values()))
+    session = _session(edge)
     address, port, proto, crypto = _m_line(invite)
     assert (address, port, proto) == (MEDIA, session.b.rtp_port, "RTP/AVP")
     assert crypto and b"127.0.0.20" not in invite.body.split(b"o=")[1]
@@ -79,7 +96,7 @@ def test_srtp_both_ways_with_keys_made_for_each_leg() -> None:
     assert proto == "RTP/SAVP" and parse_crypto(line).tag == parse_crypto(offered[0]).tag
     bob_answer = parse_sdp(_body(ok)).media[0].crypto
     assert not _keys(to_alice) & (_keys(offered) | _keys(bob_answer) | _keys(to_bob))
-    session = next(iter(_relay(edge).sessions.values()))
+    session = _session(edge)
     assert session.a.suite == parse_crypto(offered[0]).suite.value
     assert session.b.suite is not None
 
@@ -172,7 +189,7 @@ def test_a_late_offer_is_answered_in_the_ack() -> None:
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
     invite = _only(_dial(edge, alice, "1002", body=b""), bob.flow)
     assert invite.body == b"" and invite.first("content-type") is None
-    session = next(iter(_relay(edge).sessions.values()))
+    session = _session(edge)
     bob_offer = bob.client.sdp(crypto=bob.client.crypto_offer())
     ok = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK", body=bob_offer)), alice.flow)
     address, port, _, crypto = _m_line(ok)
@@ -272,13 +289,18 @@ def test_a_held_call_is_not_ended_for_silence() -> None:
     assert edge.proxy.media_idle([invite.call_id], NOW + 61) == []
 
 
-def test_a_downgrading_reinvite_is_488_and_the_session_stays() -> None:
-    edge = _edge(srtp=SrtpPolicy.OPTIONAL)
+def _srtp_call(edge: SipEdge) -> tuple[Phone, Phone, Message]:
+    """alice calls bob offering SRTP, bob answers: the phones and alice's 200."""
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
     body = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
     invite = _only(_dial(edge, alice, "1002", body=body), bob.flow)
-    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
-    session = next(iter(_relay(edge).sessions.values()))
+    return alice, bob, _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
+
+
+def test_a_downgrading_reinvite_is_488_and_the_session_stays() -> None:
+    edge = _edge(srtp=SrtpPolicy.OPTIONAL)
+    alice, _, answer = _srtp_call(edge)
+    session = _session(edge)
     before = (session.a.inbound, session.a.outbound, session.b.inbound, session.b.outbound)
     plain = alice.client.in_dialog("INVITE", answer, body=alice.client.sdp())
     refused = _only(_send(edge, alice, plain), alice.flow)
@@ -288,11 +310,8 @@ def test_a_downgrading_reinvite_is_488_and_the_session_stays() -> None:
 
 def test_an_srtp_reinvite_rekeys_both_legs_on_its_answer() -> None:
     edge = _edge(srtp=SrtpPolicy.REQUIRED)
-    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
-    body = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
-    invite = _only(_dial(edge, alice, "1002", body=body), bob.flow)
-    answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
-    session = next(iter(_relay(edge).sessions.values()))
+    alice, bob, answer = _srtp_call(edge)
+    session = _session(edge)
     before = session.a.inbound
     offer = alice.client.sdp(profile="RTP/SAVP", crypto=alice.client.crypto_offer())
     reinvite = _only(
@@ -400,7 +419,7 @@ def test_an_update_offer_is_negotiated_like_a_reinvite() -> None:
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
     invite = _only(_dial(edge, alice, "1002"), bob.flow)
     answer = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK")), alice.flow)
-    session = next(iter(_relay(edge).sessions.values()))
+    session = _session(edge)
     before = session.b.inbound
     held = alice.client.sdp(attributes=["sendonly"])
     update = _only(
