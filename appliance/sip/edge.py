@@ -21,6 +21,7 @@ is blocked from that moment on.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 
 from appliance.sip import digest, limits
@@ -39,8 +40,8 @@ from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.transaction import (
     MAGIC_COOKIE,
+    T1,
     InviteServerTransaction,
-    NonInviteServerTransaction,
     ServerKey,
     State,
     Transmit,
@@ -52,7 +53,8 @@ from appliance.sip.validate import check_request, check_response
 ALLOWED_METHODS = "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, INFO"
 
 
-_Transaction = InviteServerTransaction | NonInviteServerTransaction
+#: How long a UDP non-INVITE request answered at once is remembered: Timer J.
+ANSWERED_SECONDS = 64 * T1
 
 
 class SipEdge:
@@ -84,7 +86,14 @@ class SipEdge:
             max_call_seconds=max_call_seconds,
         )
         self.directory = directory
-        self._transactions: dict[ServerKey, tuple[_Transaction, Flow]] = {}
+        self._transactions: dict[ServerKey, tuple[InviteServerTransaction, Flow]] = {}
+        # UDP non-INVITE requests answered at once. Their server transaction
+        # (RFC 3261 §17.2.2) goes straight to Completed, where all it does until
+        # Timer J is send the same response again for each retransmission, so
+        # the response is all that is kept. Every record lives ANSWERED_SECONDS,
+        # so insertion order is expiry order and a deque replaces the heap.
+        self._answered: dict[ServerKey, bytes] = {}
+        self._answered_expiry: deque[tuple[float, ServerKey]] = deque()
         self.max_transactions = limits.MAX_SERVER_TRANSACTIONS
         self._timers: list[tuple[float, ServerKey]] = []
         self.counters: dict[str, int] = {}
@@ -151,10 +160,15 @@ class SipEdge:
                 return self.proxy.request(message, flow, now)
             except SipError:
                 return []  # an ACK is never answered
-        if key is not None and key in self._transactions:
-            self._count("retransmissions")
-            transaction, _ = self._transactions[key]
-            return self._sends(flow, transaction.receive_request(message.wire, now))
+        if key is not None:
+            answered = self._answered.get(key)
+            if answered is not None:
+                self._count("retransmissions")
+                return [Send(flow, answered)]
+            if key in self._transactions:
+                self._count("retransmissions")
+                transaction, _ = self._transactions[key]
+                return self._sends(flow, transaction.receive_request(message.wire, now))
         try:
             for_us = self._for_us(message)
             check_request(message, for_us=for_us)
@@ -313,11 +327,10 @@ class SipEdge:
         data = response(message, status, reason, headers, source=flow.remote)
         if key is None:
             return [Send(flow, data)]
-        transaction: _Transaction
-        if message.method == "INVITE":
-            transaction = InviteServerTransaction(reliable=False, now=now)
-        else:
-            transaction = NonInviteServerTransaction(reliable=False, now=now)
+        if message.method != "INVITE":
+            self._remember_answer(key, data, now)
+            return [Send(flow, data)]
+        transaction = InviteServerTransaction(reliable=False, now=now)
         transaction.receive_request(message.wire, now)
         actions = transaction.send_response(status, data, now)
         self._track(key, transaction, flow)
@@ -330,14 +343,30 @@ class SipEdge:
             self._track(key, entry[0], entry[1])
         return []  # an ACK is never answered
 
-    def _track(self, key: ServerKey, transaction: _Transaction, flow: Flow) -> None:
+    def _remember_answer(self, key: ServerKey, data: bytes, now: float) -> None:
+        answered = self._answered
+        if key not in answered:
+            while answered and len(answered) + len(self._transactions) >= self.max_transactions:
+                self._forget_answer()
+                self._count("transactions_evicted")
+            self._answered_expiry.append((now + ANSWERED_SECONDS, key))
+        answered[key] = data
+
+    def _forget_answer(self) -> None:
+        _, key = self._answered_expiry.popleft()
+        self._answered.pop(key, None)
+
+    def _track(self, key: ServerKey, transaction: InviteServerTransaction, flow: Flow) -> None:
         deadline = transaction.next_timer()
         if transaction.state is State.TERMINATED or deadline is None:
             self._transactions.pop(key, None)
             return
         if key not in self._transactions:
-            while len(self._transactions) >= self.max_transactions:
-                del self._transactions[next(iter(self._transactions))]
+            while len(self._answered) + len(self._transactions) >= self.max_transactions:
+                if self._answered:
+                    self._forget_answer()
+                else:
+                    del self._transactions[next(iter(self._transactions))]
                 self._count("transactions_evicted")
         self._transactions[key] = (transaction, flow)
         heapq.heappush(self._timers, (deadline, key))
@@ -352,6 +381,7 @@ class SipEdge:
             d
             for d in (
                 self._timers[0][0] if self._timers else None,
+                self._answered_expiry[0][0] if self._answered_expiry else None,
                 self.registrar.next_timer(),
                 self.blocklist.next_timer(),
                 self.proxy.next_timer(),
@@ -363,6 +393,9 @@ class SipEdge:
     def handle_timer(self, now: float) -> list[Action]:
         """Fire everything due: retransmissions, transaction ends, expiries."""
         actions: list[Action] = []
+        expiry = self._answered_expiry
+        while expiry and expiry[0][0] <= now:
+            self._forget_answer()
         while self._timers and self._timers[0][0] <= now:
             _, key = heapq.heappop(self._timers)
             entry = self._transactions.get(key)
