@@ -109,6 +109,7 @@ class Message:
         data: bytes,
         start_line: str,
         fields: list[HeaderField],
+        by_name: dict[str, list[HeaderField]],
         body_start: int,
         body_end: int,
         defect: SipError | None,
@@ -116,6 +117,8 @@ class Message:
         self.data = data
         self.start_line = start_line
         self.fields = fields
+        #: Fields by canonical name, in order.
+        self.by_name = by_name
         self.body_start = body_start
         self.body_end = body_end
         self.defect = defect
@@ -123,10 +126,6 @@ class Message:
         self.uri = ""
         self.status = 0
         self.reason = ""
-        #: Fields by canonical name, in order.
-        self.by_name: dict[str, list[HeaderField]] = {}
-        for field in fields:
-            self.by_name.setdefault(field.name, []).append(field)
 
     @property
     def is_request(self) -> bool:
@@ -252,39 +251,53 @@ def parse_head(data: bytes, head: str, body_start: int) -> Message:
     lines = head.split("\r\n")
     start_line = lines[0]
     fields: list[HeaderField] = []
+    by_name: dict[str, list[HeaderField]] = {}
     pos = len(start_line) + 2
+    names = _NAMES
     folding_allowed = False
     for line in lines[1:]:
         end = pos + len(line) + 2
-        if line and line[0] in " \t":
-            if folding_allowed:
-                last = fields[-1]
-                extra = line.strip(" \t")
-                value = f"{last.value} {extra}" if last.value and extra else last.value or extra
-                fields[-1] = HeaderField(last.name, value, last.start, end)
-            else:
-                defect = defect or bad_request("continuation line before any header")
-            pos = end
-            continue
         colon = line.find(":")
-        name = _NAMES.get(line[:colon]) if colon > 0 else None
+        # A name seen before, as written, is the usual case. A continuation line
+        # never is: its leading whitespace keeps it out of _NAMES.
+        name = names.get(line[:colon]) if colon > 0 else None
         if name is None:
+            if line and line[0] in " \t":
+                if folding_allowed:
+                    last = fields[-1]
+                    extra = line.strip(" \t")
+                    value = " ".join(part for part in (last.value, extra) if part)
+                    fields[-1] = folded = HeaderField(last.name, value, last.start, end)
+                    by_name[last.name][-1] = folded
+                else:
+                    defect = defect or bad_request("continuation line before any header")
+                pos = end
+                continue
             name = _canonical_name(line[:colon]) if colon > 0 else None
-        if name is None:
-            defect = defect or bad_request("malformed header line")
-            folding_allowed = False
+            if name is None:
+                defect = defect or bad_request("malformed header line")
+                folding_allowed = False
+                pos = end
+                continue
+        field = HeaderField(name, line[colon + 1 :].strip(" \t"), pos, end)
+        fields.append(field)
+        same = by_name.get(name)
+        if same is None:
+            by_name[name] = [field]
         else:
-            fields.append(HeaderField(name, line[colon + 1 :].strip(" \t"), pos, end))
-            folding_allowed = True
+            same.append(field)
+        folding_allowed = True
         pos = end
     if fields and fields[-1].end > len(data):
-        fields[-1] = fields[-1]._replace(end=len(data))
+        last = fields[-1]
+        fields[-1] = clipped = last._replace(end=len(data))
+        by_name[last.name][-1] = clipped
     for field in fields:
         if len(field.value) > limits.MAX_LINE_BYTES:
             defect = defect or too_large(f"{field.name} header")
     if len(fields) > limits.MAX_HEADERS:
         defect = defect or bad_request("too many header fields")
-    message = Message(data, start_line, fields, body_start, body_start, defect)
+    message = Message(data, start_line, fields, by_name, body_start, body_start, defect)
     _parse_start_line(message)
     return message
 
