@@ -56,9 +56,8 @@ from appliance.sip.transport import (
 from appliance.store.audit import Actor
 from appliance.store.cdrs import (
     aggregate_closed_hours,
-    delete_live_call,
-    save_live_call,
     write_cdrs,
+    write_live_calls,
 )
 from appliance.store.sipstate import (
     StoredBlock,
@@ -398,11 +397,8 @@ class SipService(Service):
                 record_health(
                     d.db, sample.trunk_id, sample.at, sample.up, sample.status, sample.rtt
                 )
-            for call in live:
-                if call.state == "ended":
-                    delete_live_call(d.db, call.tenant_id, call.call_id)
-                else:
-                    save_live_call(d.db, call)
+            if live:
+                write_live_calls(d.db, live)
 
         return self.store.run(write).addErrback(
             lambda f: self.log.failure("could not save registrations or call records", f)

@@ -20,9 +20,9 @@ from appliance.store.cdrs import (
     CdrRepository,
     LiveCallEntry,
     hour_start,
-    save_live_call,
     write_cdr,
     write_cdrs,
+    write_live_calls,
 )
 from appliance.store.checkpoints import CheckpointKey
 from appliance.store.tenants import Directory, Tenant
@@ -248,13 +248,16 @@ def test_calls_list(instance: Path, store: Directory, tenants: tuple[Tenant, Ten
     """Live calls are listed with domain, Call-ID, parties, direction, state and setup time,
     all or one domain's, with what phones sent escaped."""
     acme, bravo = tenants
-    save_live_call(
+    write_live_calls(
         store.db,
-        LiveCallEntry(acme.id, "c1@pc", "sip:200@acme", "sip:201@acme", "internal", "ringing", T),
-    )
-    save_live_call(
-        store.db,
-        LiveCallEntry(bravo.id, "b1@pc", "\x1b[31mred", "sip:1@bravo", "inbound", "answered", T),
+        [
+            LiveCallEntry(
+                acme.id, "c1@pc", "sip:200@acme", "sip:201@acme", "internal", "ringing", T
+            ),
+            LiveCallEntry(
+                bravo.id, "b1@pc", "\x1b[31mred", "sip:1@bravo", "inbound", "answered", T
+            ),
+        ],
     )
     header = ["DOMAIN", "CALL-ID", "CALLER", "CALLEE", "DIRECTION", "STATE", "SINCE"]
     listed = cli(instance, "calls", "list")

@@ -18,15 +18,14 @@ from appliance.store.cdrs import (
     LiveCallEntry,
     LiveCallRow,
     aggregate_closed_hours,
-    delete_live_call,
     hour_start,
     hourly,
     late_cdr_counts,
     list_live_calls,
     replace_live_calls,
-    save_live_call,
     write_cdr,
     write_cdrs,
+    write_live_calls,
 )
 from appliance.store.tenants import Directory, Tenant
 from tests.conftest import FakeClock
@@ -356,8 +355,8 @@ def test_a_call_in_progress_holds_back_its_hour(
     (other tenants do not); once its record is written they are aggregated with it."""
     acme, bravo = tenants
     write_cdrs(directory.db, [c for c in scenario(acme, bravo) if c.call_id != "a5"])
-    save_live_call(
-        directory.db, LiveCallEntry(acme.id, "a5", "x", "y", "internal", "answered", H1 + 60)
+    write_live_calls(
+        directory.db, [LiveCallEntry(acme.id, "a5", "x", "y", "internal", "answered", H1 + 60)]
     )
     assert aggregate_closed_hours(directory.db, T + 1800) == 2
     assert [(h.tenant_id, h.hour_start) for h in _all_hours(directory, tenants)] == [
@@ -378,16 +377,16 @@ def test_live_calls_save_update_delete_and_list(
     filters by it (any case) and orders by domain then setup time."""
     acme, bravo = tenants
     ringing = LiveCallEntry(acme.id, "c1", "sip:200@a", "sip:201@a", "internal", "ringing", T - 5)
-    assert save_live_call(directory.db, ringing)
-    assert save_live_call(
+    write_live_calls(
         directory.db,
-        LiveCallEntry(acme.id, "c0", "sip:202@a", "sip:9@b", "outbound", "ringing", T),
-    )
-    assert save_live_call(
-        directory.db, LiveCallEntry(bravo.id, "c1", "sip:1@b", "sip:2@b", "inbound", "ringing", T)
+        [
+            ringing,
+            LiveCallEntry(acme.id, "c0", "sip:202@a", "sip:9@b", "outbound", "ringing", T),
+            LiveCallEntry(bravo.id, "c1", "sip:1@b", "sip:2@b", "inbound", "ringing", T),
+        ],
     )
     answered = dataclasses.replace(ringing, state="answered", answered_at=T - 1)
-    assert save_live_call(directory.db, answered)
+    write_live_calls(directory.db, [answered])
     acme_rows = [
         LiveCallRow(
             "acme.example", "c1", "sip:200@a", "sip:201@a", "internal", "answered", T - 5, T - 1
@@ -401,8 +400,7 @@ def test_live_calls_save_update_delete_and_list(
         ("bravo.example", "c1"),
     ]
     assert list_live_calls(directory.db, "nowhere.example") == []
-    assert delete_live_call(directory.db, acme.id, "c1")
-    assert not delete_live_call(directory.db, acme.id, "c1")
+    write_live_calls(directory.db, [dataclasses.replace(answered, state="ended")])
     assert [r.call_id for r in list_live_calls(directory.db, "acme.example")] == ["c0"]
     assert [r.call_id for r in list_live_calls(directory.db, "bravo.example")] == ["c1"]
 
@@ -414,10 +412,11 @@ def test_a_recorded_call_never_comes_back_to_life(
     arriving after the record is refused, so stale rows cannot hold back aggregation."""
     acme = tenants[0]
     live = LiveCallEntry(acme.id, "c1", "a", "b", "internal", "answered", T - 60, T - 50)
-    save_live_call(directory.db, live)
+    write_live_calls(directory.db, [live])
     write_cdr(directory.db, cdr(acme, "c1", T - 60, T - 10, answered_at=T - 50))
     assert list_live_calls(directory.db) == []
-    assert not save_live_call(directory.db, live)
+    write_live_calls(directory.db, [live])
+    assert list_live_calls(directory.db) == []
     replace_live_calls(directory.db, [live])
     assert list_live_calls(directory.db) == []
 
@@ -427,8 +426,8 @@ def test_replace_live_calls_reconciles(
 ) -> None:
     """replace_live_calls leaves exactly the given calls; with none it empties the table."""
     acme, bravo = tenants
-    save_live_call(
-        directory.db, LiveCallEntry(acme.id, "gone", "a", "b", "internal", "ringing", T)
+    write_live_calls(
+        directory.db, [LiveCallEntry(acme.id, "gone", "a", "b", "internal", "ringing", T)]
     )
     kept = [
         LiveCallEntry(acme.id, "c1", "a", "b", "internal", "answered", T - 9, T - 8),
@@ -448,3 +447,32 @@ def test_hour_start_is_the_utc_hour() -> None:
     assert hour_start(T) == T
     assert hour_start(T + 3599.999) == T
     assert hour_start(T - 0.001) == T - 3600
+
+
+def test_live_call_batches_save_end_and_never_revive_a_recorded_call(
+    directory: Directory, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """The service's once-a-second batch: calls in progress are saved or updated, an
+    ended one is removed, and a call already recorded is not brought back."""
+    acme, bravo = tenants
+    ringing = LiveCallEntry(acme.id, "c1", "a", "b", "internal", "ringing", T - 5)
+    write_live_calls(
+        directory.db,
+        [ringing, LiveCallEntry(bravo.id, "c2", "c", "d", "inbound", "ringing", T - 4)],
+    )
+    assert [(r.call_id, r.state) for r in list_live_calls(directory.db)] == [
+        ("c1", "ringing"),
+        ("c2", "ringing"),
+    ]
+    write_cdr(directory.db, cdr(acme, "c3", T - 60, T - 10))
+    write_live_calls(
+        directory.db,
+        [
+            dataclasses.replace(ringing, state="answered", answered_at=T - 1),
+            LiveCallEntry(bravo.id, "c2", "c", "d", "inbound", "ended", T - 4),
+            LiveCallEntry(acme.id, "c3", "a", "b", "internal", "answered", T - 60, T - 50),
+        ],
+    )
+    assert [(r.call_id, r.state, r.answered_at) for r in list_live_calls(directory.db)] == [
+        ("c1", "answered", T - 1)
+    ]
