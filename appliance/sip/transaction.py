@@ -58,7 +58,19 @@ TRYING_AFTER: Final = 0.2
 MAGIC_COOKIE: Final = "z9hG4bK"
 
 
-class State(enum.Enum):
+class _Name(enum.Enum):
+    """An enum whose members hash by identity, in C.
+
+    Members are singletons compared by identity, so identity hashing agrees
+    with equality. ``enum.Enum`` hashes the member's name in a Python method,
+    and every transition looks up (state, event) and timer keys: this is
+    about a third cheaper per lookup.
+    """
+
+    __hash__ = object.__hash__
+
+
+class State(_Name):
     """Transaction states; each machine uses the subset its table names."""
 
     IDLE = "Idle"
@@ -71,7 +83,7 @@ class State(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class Timer(enum.Enum):
+class Timer(_Name):
     """The RFC 3261 and RFC 6026 transaction timers (C is the proxy TU's)."""
 
     A = "A"
@@ -88,7 +100,7 @@ class Timer(enum.Enum):
     M = "M"
 
 
-class Event(enum.Enum):
+class Event(_Name):
     """Inputs to the tables: from the TU, from the network, or a timer firing."""
 
     START = "start"
@@ -132,7 +144,7 @@ NETWORK_EVENTS: Final = frozenset(
 RETRANSMISSION_TIMERS: Final = frozenset({Timer.A, Timer.E, Timer.G})
 
 
-class Effect(enum.Enum):
+class Effect(_Name):
     """What a transition does, in table order, before its timers start."""
 
     SEND_REQUEST = "send request"
