@@ -69,6 +69,10 @@ class Leg:
     tag: str | None
     contact: str
     cseq: int
+    #: The dialog's route set toward this party, without our own entries: the
+    #: Route values of a request we send it ourselves (a BYE, RFC 3261
+    #: §12.2.1.1), so it takes the path the party's own requests take.
+    routes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -76,6 +76,7 @@ def bye_request(
         f"To: <sip:{to_aor}>;tag={to_leg.tag}",
         f"Call-ID: {call.call_id}",
         f"CSeq: {from_leg.cseq + 1000} BYE",
+        *[f"Route: {route}" for route in to_leg.routes],
         f'Reason: SIP;cause=200;text="ended by the proxy ({address.transport})"',
         "Content-Length: 0",
     ]
@@ -83,17 +84,19 @@ def bye_request(
 
 
 def refuse_answer(
-    request: Message, answer: Message, vias: tuple[str, str], why: str
+    request: Message, answer: Message, routes: tuple[str, ...], vias: tuple[str, str], why: str
 ) -> tuple[bytes, bytes]:
     """The ACK and BYE ending the dialog a 2xx ``answer`` to our INVITE ``request``
     set up, when its SDP answer is unusable (a 2xx cannot be refused, §13.2.2.4):
-    both sent to the answer's Contact, each with its own Via from ``vias``."""
+    both sent to the answer's Contact along the dialog's ``routes``, each with
+    its own Via from ``vias``."""
     target = answer.contacts[0].uri if answer.contacts else request.uri
     common = [
         "Max-Forwards: 70",
         f"From: {request.first('from')}",
         f"To: {answer.first('to')}",
         f"Call-ID: {request.call_id}",
+        *[f"Route: {route}" for route in routes],
     ]
     ack = [f"ACK {target} SIP/2.0", f"Via: {vias[0]}", *common]
     ack += [f"CSeq: {request.cseq.number} ACK", "Content-Length: 0"]

@@ -54,7 +54,14 @@ from appliance.sip.forwarding import (
 )
 from appliance.sip.in_dialog import bye_request, dialog_legs, dialog_transactions, refuse_answer
 from appliance.sip.message import Message, Rewrite, parse_datagram
-from appliance.sip.proxy_address import ProxyAddress, pop_our_routes, record_routes, via
+from appliance.sip.proxy_address import (
+    ProxyAddress,
+    pop_our_routes,
+    record_routes,
+    routes_toward_callee,
+    routes_toward_caller,
+    via,
+)
 from appliance.sip.proxy_state import Branch, Upstream, live_call, method_of, sends, server_key
 from appliance.sip.proxy_timers import ProxyTimers
 from appliance.sip.quota import QuotaError, record_refused_call
@@ -212,7 +219,13 @@ class Proxy:
             callee=callee_aor,
             direction=parties.direction,
             setup_at=now,
-            caller_leg=Leg(flow, message.from_.tag, contact, message.cseq.number),
+            caller_leg=Leg(
+                flow,
+                message.from_.tag,
+                contact,
+                message.cseq.number,
+                routes_toward_caller(message),
+            ),
             deadline=now + self.max_call_seconds,
             trunk=parties.trunk_name,
             media=media,
@@ -527,7 +540,8 @@ class Proxy:
             if call is not None and not upstream.answered:
                 upstream.answered, upstream.winner = True, branch.id
                 contact = message.contacts[0].uri if message.contacts else ""
-                call.callee_leg = Leg(branch.flow, message.to.tag, contact, 0)
+                routes = routes_toward_callee(self.addresses, self.directory, message)
+                call.callee_leg = Leg(branch.flow, message.to.tag, contact, 0, routes)
                 call.answered_at = now
                 call.state = "answered"
                 actions.append(live_call(call))
@@ -578,7 +592,8 @@ class Proxy:
             via(self.addresses, branch.flow, self._branch_id()),
             via(self.addresses, branch.flow, self._branch_id()),
         )
-        ack, bye = refuse_answer(parse_datagram(branch.request), answer, vias, why)
+        routes = routes_toward_callee(self.addresses, self.directory, answer)
+        ack, bye = refuse_answer(parse_datagram(branch.request), answer, routes, vias, why)
         branch.refused_ack = ack
         return ack, bye
 

@@ -75,6 +75,27 @@ def names_us(addresses: Addresses, directory: SipDirectory, route: str) -> bool:
     return uri is not None and is_us(addresses, directory, uri)
 
 
+def routes_toward_caller(message: Message) -> tuple[str, ...]:
+    """The route set toward the sender of an initial request that reached us: the
+    Record-Route entries proxies before us added, in order (the UAS rule,
+    RFC 3261 §12.1.1)."""
+    return tuple(value for f in message.all("record-route") for value in split_commas(f.value))
+
+
+def routes_toward_callee(
+    addresses: Addresses, directory: SipDirectory, answer: Message
+) -> tuple[str, ...]:
+    """The route set toward the sender of a 2xx to a request we forwarded: the
+    Record-Route entries above our own (added by proxies after us), reversed
+    (the UAC rule, RFC 3261 §12.1.2)."""
+    downstream: list[str] = []
+    for value in routes_toward_caller(answer):
+        if names_us(addresses, directory, value):
+            break
+        downstream.append(value)
+    return tuple(reversed(downstream))
+
+
 def check_request_uri(
     addresses: Addresses, directory: SipDirectory, message: Message, uri: SipUri
 ) -> None:

@@ -320,6 +320,46 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
         assert record["hangup_by"] == "caller"
 
 
+def test_our_bye_reaches_the_carrier_along_its_route_set(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The phone's TLS connection drops during an outbound call, so the appliance
+    ends the call itself: its BYE toward the carrier carries the route set from
+    the 200's Record-Route (Kamailio's two entries). Kamailio routes in-dialog
+    requests only by Route (``loose_route``) and drops anything else, so only
+    then does the BYE reach the sipp UAS, which answers it and completes its
+    scenario. The record says hung up by the system."""
+    plan, pki = carrier_plan
+    domain = sip_instance.domain
+    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
+    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
+
+    with ExitStack() as stack:
+        kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
+        uas = _start_sipp(stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env))
+        _start_appliance(stack, sip_instance, child_env)
+        phone = _register(stack, sip_instance)
+
+        call_id = f"{secrets.token_hex(8)}@trunk-drop"
+        answer, _ = phone.call(DIALLED, call_id)
+        assert answer.status == 200, answer.wire
+        phone.socket.send(phone.in_dialog("ACK", answer))
+        poll_until(lambda: uas.received_requests("ACK") or None, "the ACK at the sipp UAS")
+        phone.socket.close()
+        assert uas.wait() == 0, uas.describe()
+
+        assert len(uas.received_requests("BYE")) == 1, uas.describe()
+        assert [line for line in kamailio.tail().splitlines() if "in-dialog BYE" in line], (
+            kamailio.tail()
+        )
+        record = _cdr(sip_instance, call_id)
+        assert (record["disposition"], record["hangup_by"]) == ("answered", "system"), record
+
+
 def test_inbound_call_from_kamailio_reaches_the_did(
     sip_instance: SipInstance,
     carrier_plan: tuple[CarrierPlan, CarrierPki],

@@ -274,6 +274,52 @@ def test_maximum_duration_ends_the_call() -> None:
     assert cast(Relay, edge.proxy.media).pool.in_use == 0
 
 
+def _behind(answer: bytes, record_route: str) -> bytes:
+    """``answer`` as it arrives when a proxy between us and the callee record-routed:
+    its entry on top of ours."""
+    return answer.replace(
+        b"Record-Route:", f"Record-Route: {record_route}\r\nRecord-Route:".encode(), 1
+    )
+
+
+def test_our_byes_follow_each_dialogs_route_set() -> None:
+    """When we end a call ourselves, each BYE carries the Route set of its leg's
+    dialog without our own entries, as that party's requests would: toward the
+    caller, the Record-Route entries proxies before us added (in order); toward
+    the callee, those added after us (reversed). A carrier's proxy that routes
+    in-dialog requests by Route (Kamailio's loose_route) drops a BYE without."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    upstream = ("<sip:edge1.example;lr>", "<sip:edge2.example;lr>")
+    extra = (f"Record-Route: {upstream[0]}, {upstream[1]}",)
+    invite = _only(_dial(edge, alice, "1002", extra=extra), bob.flow)
+    answer = bob.client.answer(invite, 200, "OK")
+    answer = _behind(_behind(answer, "<sip:far.example;lr>"), "<sip:near.example;lr>")
+    _send(edge, bob, answer)
+    actions = edge.handle_timer(NOW + 3600)
+    to_alice, to_bob = _only(actions, alice.flow), _only(actions, bob.flow)
+    assert [r.uri for r in to_alice.routes] == ["sip:edge1.example;lr", "sip:edge2.example;lr"]
+    assert [r.uri for r in to_bob.routes] == ["sip:far.example;lr", "sip:near.example;lr"]
+    assert to_bob.uri == "sip:1002@127.0.0.20:5064;transport=tls"  # the callee's Contact
+
+
+def test_a_refused_answer_is_acked_and_ended_along_its_route_set() -> None:
+    """The ACK and BYE for a 2xx we cannot keep (a second fork's) follow the route
+    set that 2xx sets up."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
+    late = mobile.client.answer(mobile_invite, 200, "OK", tag="mobile")
+    ended = _to(_send(edge, mobile, _behind(late, "<sip:sbc.example;lr>")), mobile.flow)
+    assert [(m.method, [r.uri for r in m.routes]) for m in ended] == [
+        ("ACK", ["sip:sbc.example;lr"]),
+        ("BYE", ["sip:sbc.example;lr"]),
+    ]
+
+
 @pytest.mark.parametrize(
     ("callee", "invite", "status"),
     [
