@@ -69,7 +69,12 @@ from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
 from appliance.sip.sdp_exchange import Refused, plan_targets, read_offer
-from appliance.sip.transaction import DeliverResponse, InviteServerTransaction, Timeout
+from appliance.sip.transaction import (
+    DeliverResponse,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    Timeout,
+)
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
 RING_TIMEOUT_SECONDS = 180.0
@@ -501,8 +506,7 @@ class Proxy:
             # here. The caller has one call, and the relay one callee to talk to.
             ended = branch.call.state == "ended"
             why = "the call had already ended" if ended else "the call was answered elsewhere"
-            ack, bye = self._ack_and_bye(branch, message, why)
-            return [Send(branch.flow, ack), Send(branch.flow, bye)]
+            return self._end_answered_branch(branch, message, why, now)
         if branch.media is not None and status > 100:
             if status >= 300:
                 branch.media.failed(branch.id)
@@ -575,27 +579,41 @@ class Proxy:
         upstream = branch.upstream
         assert upstream is not None
         reject = refused.reject
-        ack, bye = self._ack_and_bye(branch, answer, reject.warning_text)
         failed = synthetic_timeout(upstream.message, reject.status, reject.reason, reject.warning)
-        actions: list[Action] = [Send(branch.flow, ack)]
         call = self.calls.get(upstream.message.call_id)
         if branch.call is None and call is not None:  # a re-INVITE
+            actions = self._end_answered_branch(
+                branch, answer, reject.warning_text, now, bye=False
+            )
             actions += self._deliver(branch, failed, now)
             call.end_reason = "sdp-answer-refused"
             return actions + self._hang_up(call, now, hangup_by="system")
-        return [*actions, Send(branch.flow, bye), *self._deliver(branch, failed, now)]
+        actions = self._end_answered_branch(branch, answer, reject.warning_text, now)
+        return actions + self._deliver(branch, failed, now)
 
-    def _ack_and_bye(self, branch: Branch, answer: Message, why: str) -> tuple[bytes, bytes]:
-        """The ACK and BYE ending the dialog a 2xx on ``branch`` set up; the ACK is
-        kept for the 2xx's retransmissions."""
-        vias = (
-            via(self.addresses, branch.flow, self._branch_id()),
-            via(self.addresses, branch.flow, self._branch_id()),
-        )
+    def _end_answered_branch(
+        self, branch: Branch, answer: Message, why: str, now: float, *, bye: bool = True
+    ) -> list[Action]:
+        """ACK a 2xx on ``branch`` that we do not keep (the ACK is kept for the 2xx's
+        retransmissions) and, unless ``bye`` is False, end its dialog with a BYE."""
+        ack_id, bye_id = self._branch_id(), self._branch_id()
+        vias = (via(self.addresses, branch.flow, ack_id), via(self.addresses, branch.flow, bye_id))
         routes = routes_toward_callee(self.addresses, self.directory, answer)
-        ack, bye = refuse_answer(parse_datagram(branch.request), answer, routes, vias, why)
+        ack, bye_data = refuse_answer(parse_datagram(branch.request), answer, routes, vias, why)
         branch.refused_ack = ack
-        return ack, bye
+        actions: list[Action] = [Send(branch.flow, ack)]
+        if bye:
+            actions += self._send_own(branch.flow, bye_data, bye_id, now)
+        return actions
+
+    def _send_own(self, flow: Flow, data: bytes, branch_id: str, now: float) -> list[Action]:
+        """Send a request of our own (a BYE ending a dialog) in a client transaction,
+        so that over UDP it is retransmitted until answered (§17.1.2); its answer
+        ends there (:meth:`_deliver`)."""
+        transaction = NonInviteClientTransaction(data, reliable=flow.transport != "udp", now=now)
+        self._branches[branch_id] = Branch(branch_id, flow, data, transaction, None, None)
+        self.timers.touch("branch", branch_id)
+        return sends(flow, transaction.start(now))
 
     def _ended(
         self, call: Call, now: float, *, status: int, hangup_by: str | None
@@ -647,8 +665,9 @@ class Proxy:
                 (call.callee_leg, call.caller_leg),
             ):
                 if self._reachable(leg.flow):
-                    bye = bye_request(call, leg, peer, self.addresses, self._branch_id())
-                    actions.append(Send(leg.flow, bye))
+                    branch_id = self._branch_id()
+                    bye = bye_request(call, leg, peer, self.addresses, branch_id)
+                    actions += self._send_own(leg.flow, bye, branch_id, now)
         else:
             for upstream in self._upstream.values():
                 if upstream.message.call_id == call.call_id:

@@ -303,6 +303,27 @@ def test_our_byes_follow_each_dialogs_route_set() -> None:
     assert to_bob.uri == "sip:1002@127.0.0.20:5064;transport=tls"  # the callee's Contact
 
 
+def test_our_bye_over_udp_is_retransmitted_until_answered() -> None:
+    """A BYE we send ourselves runs in a client transaction: toward a phone on UDP
+    it is sent again on Timer E until the phone answers, then never again."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    udp = Flow("udp", ("127.0.0.20", 5070))
+    client = SipTestClient("1002", DOMAIN, "pw-1002", transport="UDP", local=udp.remote)
+    challenge = _only(edge.message_received(parse_datagram(client.register()), udp, NOW), udp)
+    registered = client.register(authorization=client.authorization(challenge))
+    assert _only(edge.message_received(parse_datagram(registered), udp, NOW), udp).status == 200
+    bob = Phone(client, udp)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(edge, bob, bob.client.answer(invite, 200, "OK"))
+    bye = _only(edge.handle_timer(NOW + 3600), bob.flow)
+    assert bye.method == "BYE"
+    again = _only(edge.handle_timer(NOW + 3600.5), bob.flow)
+    assert again.wire == bye.wire
+    assert _to(_send(edge, bob, bob.client.answer(bye, 200, "OK"), NOW + 3600.6), alice.flow) == []
+    assert _to(edge.handle_timer(NOW + 3610), bob.flow) == []
+
+
 def test_a_refused_answer_is_acked_and_ended_along_its_route_set() -> None:
     """The ACK and BYE for a 2xx we cannot keep (a second fork's) follow the route
     set that 2xx sets up."""
