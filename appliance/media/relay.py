@@ -19,16 +19,24 @@ Who may send to a port (RTP bleed protection):
 Outgoing sequence numbers are renumbered per SSRC so that a phone restarting
 its sequence, or a new SSRC, never looks like a replay to the other leg's
 SRTP context ("index too old").
+
+Packets are relayed in place: the adapter receives each datagram into the
+relay's :attr:`Relay.buffer` and calls :meth:`Relay.forward`, which
+unprotects, renumbers and protects it there and says which of our ports sends
+how many bytes of it to whom. SRTP ↔ SRTP then costs no copy of the packet
+in Python (docs/performance.md, "Media relay"). :meth:`Relay.receive` does the
+same for a packet held as bytes (tests, tools).
 """
 
 from __future__ import annotations
 
 import secrets
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from appliance.media.srtp import SrtpError
+from appliance.media.srtp import PacketBuffer, SrtpError
 
 #: Default port range for relay ports (RTP even, RTCP the odd port above).
 DEFAULT_PORT_RANGE = (20000, 29999)
@@ -40,15 +48,22 @@ MAX_LATCH_SEQUENCE_STEP = 100
 MAX_COUNTED_GAP = 3000
 #: Media silence (both directions) that ends a call.
 DEFAULT_IDLE_SECONDS = 60.0
+#: Largest datagram relayed (RTP with video can approach the MTU).
+MAX_DATAGRAM_BYTES = 4096
+
+#: Sequence number and SSRC of an RTP header.
+_SEQUENCE_AND_SSRC = struct.Struct("!2xH4xI").unpack_from
 
 
 class Cipher(Protocol):
-    """One direction of one SRTP leg (:class:`appliance.media.srtp.SrtpContext`)."""
+    """One direction of one SRTP leg (:class:`appliance.media.srtp.SrtpContext`):
+    each operation works on the first ``length`` bytes of a buffer, in place,
+    and returns the new length."""
 
-    def protect(self, packet: bytes) -> bytes: ...
-    def unprotect(self, packet: bytes) -> bytes: ...
-    def protect_rtcp(self, packet: bytes) -> bytes: ...
-    def unprotect_rtcp(self, packet: bytes) -> bytes: ...
+    def protect_in_place(self, buffer: PacketBuffer, length: int, /) -> int: ...
+    def unprotect_in_place(self, buffer: PacketBuffer, length: int, /) -> int: ...
+    def protect_rtcp_in_place(self, buffer: PacketBuffer, length: int, /) -> int: ...
+    def unprotect_rtcp_in_place(self, buffer: PacketBuffer, length: int, /) -> int: ...
 
 
 class Forward(NamedTuple):
@@ -57,6 +72,11 @@ class Forward(NamedTuple):
     port: int
     destination: tuple[str, int]
     data: bytes
+
+
+#: What :meth:`Relay.forward` asks to send: from our port, to the destination,
+#: the first so many bytes of the relay's buffer.
+Outgoing = tuple[int, tuple[str, int], int]
 
 
 class MediaIdle(NamedTuple):
@@ -101,7 +121,7 @@ class PortPool:
         return len(self._used)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sequence:
     """Renumbering state of one SSRC leaving on a leg (RFC 3550 sequence, mod 2**16)."""
 
@@ -109,7 +129,7 @@ class _Sequence:
     out: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Leg:
     """One side of a call's media."""
 
@@ -179,6 +199,8 @@ class Relay:
         self.latch_window = latch_window
         self.sessions: dict[str, MediaSession] = {}
         self._by_port: dict[int, tuple[MediaSession, Leg, Leg]] = {}
+        #: Where the adapter puts each datagram for :meth:`forward`.
+        self.buffer = PacketBuffer(MAX_DATAGRAM_BYTES)
 
     def open(self, call_id: str, now: float) -> MediaSession | None:
         """Ports for both legs of a new call, or None (and nothing held) when the
@@ -232,61 +254,125 @@ class Relay:
     def receive(
         self, port: int, data: bytes, source: tuple[str, int], now: float
     ) -> Forward | None:
-        """A datagram arrived on one of our ports: what (if anything) to send on."""
+        """A datagram arrived on one of our ports: what (if anything) to send on.
+        :meth:`forward` on a copy of ``data``."""
+        length = len(data)
+        if length > MAX_DATAGRAM_BYTES:
+            return None
+        view = self.buffer.view
+        view[:length] = data
+        outgoing = self.forward(port, length, source, now)
+        if outgoing is None:
+            return None
+        port, destination, length = outgoing
+        return Forward(port, destination, bytes(view[:length]))
+
+    def forward(
+        self, port: int, length: int, source: tuple[str, int], now: float
+    ) -> Outgoing | None:
+        """The first ``length`` bytes of :attr:`buffer` arrived on our ``port``
+        from ``source``: relay them in place, and return what to send (if
+        anything). The per-packet path: RTP is handled here inline."""
         entry = self._by_port.get(port)
-        if entry is None or len(data) < 12:
+        if entry is None or length < 12:
             return None
         session, leg, other = entry
-        is_rtcp = port != leg.rtp_port or (leg.rtcp_mux and 72 <= data[1] & 0x7F <= 79)
-        packet = self._accept(leg, data, source, is_rtcp, now)
-        if packet is None:
-            return None
-        session.last_activity = now
-        leg.packets_in += 1
-        leg.bytes_in += len(data)
-        return self._send(other, packet, is_rtcp)
-
-    def _accept(
-        self, leg: Leg, data: bytes, source: tuple[str, int], is_rtcp: bool, now: float
-    ) -> bytes | None:
-        """The plain packet if it may pass (latching and authentication), else None."""
-        if leg.inbound is not None:
+        buffer = self.buffer
+        view = buffer.view
+        if port != leg.rtp_port or (leg.rtcp_mux and 72 <= view[1] & 0x7F <= 79):
+            return self._forward_rtcp(session, leg, other, length, source, now)
+        inbound = leg.inbound
+        if inbound is not None:
             try:
-                packet = (
-                    leg.inbound.unprotect_rtcp(data) if is_rtcp else leg.inbound.unprotect(data)
-                )
+                size = inbound.unprotect_in_place(buffer, length)
             except SrtpError:
                 leg.auth_failures += 1
                 return None
-            self._latch(leg, source, is_rtcp)  # learnt only from what authenticated
-        elif is_rtcp:
-            if leg.peer is None or source[0] != leg.peer[0]:
-                leg.dropped += 1
-                return None
-            leg.peer_rtcp = source
-            return data
+            leg.peer = source  # learnt only from what authenticated
+        elif self._may_send(leg, view, source, now):
+            size = length
         else:
-            packet = data
-            if not self._may_send(leg, data, source, now):
-                leg.dropped += 1
+            leg.dropped += 1
+            return None
+        seq, ssrc = _SEQUENCE_AND_SSRC(view)
+        arriving = leg.arriving
+        last = arriving.get(ssrc)
+        if last is None:
+            arriving[ssrc] = seq
+        else:  # count losses from gaps; a late or reordered packet keeps the highest
+            step = (seq - last) & 0xFFFF
+            if step < MAX_COUNTED_GAP:
+                if step > 1:
+                    leg.lost += step - 1
+                arriving[ssrc] = seq
+        session.last_activity = now
+        leg.packets_in += 1
+        leg.bytes_in += length
+        outbound = other.outbound
+        if outbound is not None:
+            _renumber(other, view, seq, ssrc)
+            size = outbound.protect_in_place(buffer, size)
+        destination = other.peer or other.expected
+        if destination is None:
+            return None
+        other.packets_out += 1
+        other.bytes_out += size
+        return other.rtp_port, destination, size
+
+    def _forward_rtcp(
+        self,
+        session: MediaSession,
+        leg: Leg,
+        other: Leg,
+        length: int,
+        source: tuple[str, int],
+        now: float,
+    ) -> Outgoing | None:
+        """:meth:`forward` for RTCP (a few packets a minute per call)."""
+        buffer = self.buffer
+        if leg.inbound is not None:
+            try:
+                size = leg.inbound.unprotect_rtcp_in_place(buffer, length)
+            except SrtpError:
+                leg.auth_failures += 1
                 return None
-        if not is_rtcp:
-            self._count_loss(leg, packet)
-        return packet
+            if leg.rtcp_mux:  # learnt only from what authenticated
+                leg.peer = source
+            else:
+                leg.peer_rtcp = source
+        elif leg.peer is None or source[0] != leg.peer[0]:
+            leg.dropped += 1
+            return None
+        else:
+            leg.peer_rtcp = source
+            size = length
+        session.last_activity = now
+        leg.packets_in += 1
+        leg.bytes_in += length
+        destination = other.peer_rtcp or (
+            other.peer if other.rtcp_mux else _rtcp_of(other.peer or other.expected)
+        )
+        if other.outbound is not None:
+            size = other.outbound.protect_rtcp_in_place(buffer, size)
+        if destination is None:
+            return None
+        other.packets_out += 1
+        other.bytes_out += size
+        return other.rtcp_port, destination, size
 
     @staticmethod
-    def _may_send(leg: Leg, data: bytes, source: tuple[str, int], now: float) -> bool:
+    def _may_send(leg: Leg, data: memoryview, source: tuple[str, int], now: float) -> bool:
         """Plain-leg latching: the first sender in the window (or the address the SDP
         named) latches; later only that address, the SDP's address (which always
         wins the latch back), or the same SSRC moving on by a small step (a NAT
         rebinding)."""
-        ssrc = int.from_bytes(data[8:12], "big")
+        if source == leg.peer:
+            return True
+        seq, ssrc = _SEQUENCE_AND_SSRC(data)
         if leg.peer is None:
             if source != leg.expected and now > leg.latch_until:
                 return False
             leg.peer, leg.peer_ssrc = source, ssrc
-            return True
-        if source == leg.peer:
             return True
         if source == leg.expected:
             # The address signalling named takes the latch back from a stranger
@@ -294,70 +380,11 @@ class Relay:
             leg.peer, leg.peer_ssrc = source, ssrc
             return True
         last = leg.arriving.get(ssrc)
-        step = (int.from_bytes(data[2:4], "big") - last) % 65536 if last is not None else 0
+        step = (seq - last) % 65536 if last is not None else 0
         if ssrc != leg.peer_ssrc or not 0 < step <= MAX_LATCH_SEQUENCE_STEP:
             return False
         leg.peer = source
         return True
-
-    @staticmethod
-    def _count_loss(leg: Leg, packet: bytes) -> None:
-        ssrc = int.from_bytes(packet[8:12], "big")
-        seq = int.from_bytes(packet[2:4], "big")
-        last = leg.arriving.get(ssrc)
-        if last is not None:
-            step = (seq - last) % 65536
-            if 1 < step < MAX_COUNTED_GAP:
-                leg.lost += step - 1
-            elif step >= MAX_COUNTED_GAP:
-                return  # late or reordered: keep the highest
-        leg.arriving[ssrc] = seq
-
-    @staticmethod
-    def _latch(leg: Leg, source: tuple[str, int], is_rtcp: bool) -> None:
-        if is_rtcp and not leg.rtcp_mux:
-            leg.peer_rtcp = source
-        else:
-            leg.peer = source
-
-    def _send(self, leg: Leg, packet: bytes, is_rtcp: bool) -> Forward | None:
-        """Renumber (toward SRTP), protect with ``leg``'s keys and address to its peer."""
-        if is_rtcp:
-            destination = leg.peer_rtcp or (
-                leg.peer if leg.rtcp_mux else _rtcp_of(leg.peer or leg.expected)
-            )
-            out = leg.outbound.protect_rtcp(packet) if leg.outbound is not None else packet
-            port = leg.rtcp_port
-        else:
-            if leg.outbound is not None:
-                packet = self._renumber(leg, packet)
-            destination = leg.peer or leg.expected
-            out = leg.outbound.protect(packet) if leg.outbound is not None else packet
-            port = leg.rtp_port
-        if destination is None:
-            return None
-        leg.packets_out += 1
-        leg.bytes_out += len(out)
-        return Forward(port, destination, out)
-
-    @staticmethod
-    def _renumber(leg: Leg, packet: bytes) -> bytes:
-        """Outgoing sequence numbers that only move forward, per SSRC."""
-        ssrc = int.from_bytes(packet[8:12], "big")
-        seq = int.from_bytes(packet[2:4], "big")
-        state = leg.leaving.get(ssrc)
-        if state is None:
-            leg.leaving[ssrc] = _Sequence(seq, seq)
-            return packet
-        step = (seq - state.last_in) % 65536
-        if 0 < step < MAX_COUNTED_GAP:
-            state.out = (state.out + step) % 65536
-        else:  # a rewind, a duplicate or a restart: keep going forward by one
-            state.out = (state.out + 1) % 65536
-        state.last_in = seq
-        if state.out == seq:
-            return packet
-        return packet[:2] + state.out.to_bytes(2, "big") + packet[4:]
 
     def expire_idle(self, now: float) -> list[MediaIdle]:
         """Calls with no media either way for ``idle_seconds`` (run every few seconds)."""
@@ -366,6 +393,24 @@ class Relay:
             for s in self.sessions.values()
             if now - s.last_activity >= self.idle_seconds
         ]
+
+
+def _renumber(leg: Leg, view: memoryview, seq: int, ssrc: int) -> None:
+    """Outgoing sequence numbers that only move forward, per SSRC, written into
+    the packet in ``view`` when they differ from its own."""
+    state = leg.leaving.get(ssrc)
+    if state is None:
+        leg.leaving[ssrc] = _Sequence(seq, seq)
+        return
+    step = (seq - state.last_in) & 0xFFFF
+    if not 0 < step < MAX_COUNTED_GAP:  # a rewind, a duplicate or a restart:
+        step = 1  # keep going forward by one
+    out = (state.out + step) & 0xFFFF
+    state.out = out
+    state.last_in = seq
+    if out != seq:
+        view[2] = out >> 8
+        view[3] = out & 0xFF
 
 
 def _rtcp_of(address: tuple[str, int] | None) -> tuple[str, int] | None:

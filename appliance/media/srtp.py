@@ -6,12 +6,19 @@ It is built from the SDES suite name, the master key and the master salt.
 Behind it:
 
 - AES_CM_128_HMAC_SHA1_80/32 and AEAD_AES_128_GCM / AEAD_AES_256_GCM:
-  libsrtp through pylibsrtp's public API (``Policy``, ``Session``);
+  libsrtp, called in place through pylibsrtp's compiled binding
+  (:mod:`appliance.media.srtp_lib`, which says why);
 - AES_256_CM_HMAC_SHA1_80/32 (RFC 6188), which pylibsrtp 1.0 lacks: the
   native implementation in :mod:`appliance.media.srtp_cm`, proved against the
-  RFC test vectors and byte-identical to pylibsrtp on the 128-bit suites.
+  RFC test vectors and byte-identical to libsrtp on the 128-bit suites.
 
-Both behave alike to the caller: the same :class:`SrtpError` (with a
+Each operation comes in two forms: in place on a
+:class:`~appliance.media.srtp_lib.PacketBuffer` (``protect_in_place(buffer,
+length)`` returns the new length: the relay's per-packet path, with no copy
+for the libsrtp suites) and on bytes (``protect(packet)``: tests and tools;
+the packet is copied through a buffer of the context's own).
+
+Both backends behave alike to the caller: the same :class:`SrtpError` (with a
 ``kind``) for malformed packets, failed authentication, replays and limits;
 the same 64-packet replay window; packets checked to be RTP/RTCP version 2
 before any crypto; the same size limits; and, on the sending side, a refusal
@@ -34,16 +41,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-import pylibsrtp
-
-from appliance.media.srtp_cm import (
-    MAX_STREAMS,
-    REPLAY_WINDOW,
-    AesCmHmacSha1,
-    ErrorKind,
-    SrtpError,
-    check_rtcp,
-    rtp_header_length,
+from appliance.media import srtp_lib
+from appliance.media.srtp_cm import AesCmHmacSha1, SrtpError
+from appliance.media.srtp_lib import (
+    MAX_PACKET_LENGTH,
+    MAX_RTCP_LENGTH,
+    MAX_RTP_LENGTH,
+    LibsrtpSession,
+    PacketBuffer,
+    too_long,
 )
 
 __all__ = [
@@ -52,20 +58,15 @@ __all__ = [
     "MAX_RTP_LENGTH",
     "SUITES",
     "Direction",
+    "InPlace",
+    "PacketBuffer",
     "SrtpContext",
     "SrtpError",
     "SuiteParameters",
 ]
 
-#: Largest SRTP/SRTCP packet we unprotect. pylibsrtp copies every packet into
-#: a 1500-byte buffer; the native suites keep the same limits so the relay's
-#: packet sizes never depend on the suite.
-MAX_PACKET_LENGTH = 1500
-#: Largest RTP packet we protect: 1500 less libsrtp's largest SRTP trailer
-#: (a 16-byte tag and a 128-byte MKI), which pylibsrtp keeps free.
-MAX_RTP_LENGTH = 1500 - 16 - 128
-#: Largest RTCP packet we protect: the same, less the 4-byte SRTCP index.
-MAX_RTCP_LENGTH = MAX_RTP_LENGTH - 4
+#: An operation on the first ``length`` bytes of a buffer; returns the result's length.
+InPlace = Callable[[PacketBuffer, int], int]
 
 
 class Direction(enum.Enum):
@@ -87,97 +88,44 @@ class SuiteParameters:
     rtp_tag_length: int
     #: Tag appended to each SRTCP packet (after the 4-byte E flag and index).
     rtcp_tag_length: int
-    #: The pylibsrtp profile, or None for the native AES-CM implementation.
+    #: The libsrtp profile, or None for the native AES-CM implementation.
     profile: int | None
 
 
-_P = pylibsrtp.Policy
 #: Every suite we can key, by SDES name (RFC 4568 §6.2, RFC 6188, RFC 7714 §14.1).
 SUITES: Mapping[str, SuiteParameters] = MappingProxyType(
     {
         "AES_CM_128_HMAC_SHA1_80": SuiteParameters(
-            16, 14, 10, 10, _P.SRTP_PROFILE_AES128_CM_SHA1_80
+            16, 14, 10, 10, srtp_lib.PROFILE_AES128_CM_SHA1_80
         ),
         "AES_CM_128_HMAC_SHA1_32": SuiteParameters(
-            16, 14, 4, 10, _P.SRTP_PROFILE_AES128_CM_SHA1_32
+            16, 14, 4, 10, srtp_lib.PROFILE_AES128_CM_SHA1_32
         ),
         "AES_256_CM_HMAC_SHA1_80": SuiteParameters(32, 14, 10, 10, None),
         "AES_256_CM_HMAC_SHA1_32": SuiteParameters(32, 14, 4, 10, None),
-        "AEAD_AES_128_GCM": SuiteParameters(16, 12, 16, 16, _P.SRTP_PROFILE_AEAD_AES_128_GCM),
-        "AEAD_AES_256_GCM": SuiteParameters(32, 12, 16, 16, _P.SRTP_PROFILE_AEAD_AES_256_GCM),
+        "AEAD_AES_128_GCM": SuiteParameters(16, 12, 16, 16, srtp_lib.PROFILE_AEAD_AES_128_GCM),
+        "AEAD_AES_256_GCM": SuiteParameters(32, 12, 16, 16, srtp_lib.PROFILE_AEAD_AES_256_GCM),
     }
 )
 
-#: libsrtp's error texts (pylibsrtp.Error's message) and what they mean here.
-_LIBSRTP_KINDS: dict[str, ErrorKind] = {
-    "authentication failure": "authentication",
-    "replay check failed (bad index)": "replay",
-    "replay check failed (index too old)": "replay",
-    "packet index is too old to consider": "replay",
-    "can't use key any more": "limit",
-}
+
+def _native_in_place(operation: Callable[[bytes], bytes], limit: int, what: str) -> InPlace:
+    """A native (bytes in, bytes out) operation run on a buffer, with the
+    size limit libsrtp's sessions apply."""
+
+    def run(buffer: PacketBuffer, length: int) -> int:
+        if length > limit:
+            raise too_long(what, limit)
+        view = buffer.view
+        result = operation(bytes(view[:length]))
+        view[: len(result)] = result
+        return len(result)
+
+    return run
 
 
-class _Libsrtp:
-    """A pylibsrtp session held to :mod:`appliance.media.srtp_cm`'s behaviour:
-    the same packet checks before any crypto, the same SSRC limit, errors as
-    :class:`SrtpError`."""
-
-    __slots__ = ("_rtcp_trailer", "_rtp_tag", "_session", "_ssrcs")
-
-    def __init__(
-        self, profile: int, parameters: SuiteParameters, key: bytes, outbound: bool
-    ) -> None:
-        policy = pylibsrtp.Policy(
-            key=key,
-            ssrc_type=_P.SSRC_ANY_OUTBOUND if outbound else _P.SSRC_ANY_INBOUND,
-            srtp_profile=profile,
-        )
-        policy.window_size = REPLAY_WINDOW
-        self._session = pylibsrtp.Session(policy)  # libsrtp copies the key; policy goes
-        self._rtp_tag = parameters.rtp_tag_length
-        self._rtcp_trailer = 4 + parameters.rtcp_tag_length
-        self._ssrcs: set[bytes] = set()
-
-    def __repr__(self) -> str:
-        return "<libsrtp session key=<redacted>>"
-
-    def _run(self, method: Callable[[bytes], bytes], packet: bytes, ssrc: bytes) -> bytes:
-        known = ssrc in self._ssrcs
-        if not known and len(self._ssrcs) >= MAX_STREAMS:
-            raise SrtpError("limit", f"more than {MAX_STREAMS} SSRCs")
-        try:
-            result = method(packet)
-        except pylibsrtp.Error as error:
-            reason = str(error)
-            kind = _LIBSRTP_KINDS.get(reason, "malformed")
-            raise SrtpError(kind, f"libsrtp: {reason}") from error
-        if not known:
-            self._ssrcs.add(ssrc)
-        return result
-
-    def protect(self, rtp: bytes) -> bytes:
-        if len(rtp) < 12 or rtp[0] != 0x80:  # not the plain 12-byte header: check it all
-            rtp_header_length(rtp)
-        return self._run(self._session.protect, rtp, rtp[8:12])
-
-    def unprotect(self, srtp: bytes) -> bytes:
-        header = 12 if len(srtp) >= 12 and srtp[0] == 0x80 else rtp_header_length(srtp)
-        if len(srtp) < header + self._rtp_tag:
-            raise SrtpError("malformed", "SRTP packet shorter than its header and tag")
-        return self._run(self._session.unprotect, srtp, srtp[8:12])
-
-    def protect_rtcp(self, rtcp: bytes) -> bytes:
-        check_rtcp(rtcp, 8)
-        return self._run(self._session.protect_rtcp, rtcp, rtcp[4:8])
-
-    def unprotect_rtcp(self, srtcp: bytes) -> bytes:
-        check_rtcp(srtcp, 8 + self._rtcp_trailer)
-        return self._run(self._session.unprotect_rtcp, srtcp, srtcp[4:8])
-
-
-def _wrong_direction(operation: str, direction: Direction) -> Callable[[bytes], bytes]:
-    def refuse(packet: bytes) -> bytes:
+def _wrong_direction(operation: str, direction: Direction) -> InPlace:
+    def refuse(buffer: PacketBuffer, length: int) -> int:
         raise RuntimeError(f"an {direction.value} SRTP context cannot {operation}")
 
     return refuse
@@ -188,20 +136,28 @@ class SrtpContext:
     :data:`SUITES`), its master key and master salt, and the
     :class:`Direction`. Keeps per-SSRC state (rollover counters, replay
     windows, SRTCP indexes). Wrong key or salt lengths and unknown suites
-    raise ``ValueError``; bad packets :class:`SrtpError`."""
+    raise ``ValueError``; bad packets :class:`SrtpError`.
+
+    The ``*_in_place`` operations are attributes bound to the backend when the
+    context is made, so the relay's call goes straight to it."""
 
     __slots__ = (
-        "_protect",
-        "_protect_rtcp",
-        "_unprotect",
-        "_unprotect_rtcp",
+        "_scratch",
         "direction",
+        "protect_in_place",
+        "protect_rtcp_in_place",
         "suite",
+        "unprotect_in_place",
+        "unprotect_rtcp_in_place",
     )
-    _protect: Callable[[bytes], bytes]
-    _protect_rtcp: Callable[[bytes], bytes]
-    _unprotect: Callable[[bytes], bytes]
-    _unprotect_rtcp: Callable[[bytes], bytes]
+    #: RTP to SRTP (outbound contexts).
+    protect_in_place: InPlace
+    #: SRTP to RTP, authenticated and replay-checked (inbound contexts).
+    unprotect_in_place: InPlace
+    #: RTCP (compound) to SRTCP (outbound).
+    protect_rtcp_in_place: InPlace
+    #: SRTCP to RTCP, authenticated and replay-checked (inbound).
+    unprotect_rtcp_in_place: InPlace
 
     def __init__(
         self, suite: str, master_key: bytes, master_salt: bytes, direction: Direction
@@ -219,47 +175,69 @@ class SrtpContext:
                 f" got {len(master_salt)}"
             )
         outbound = direction is Direction.OUTBOUND
-        impl: AesCmHmacSha1 | _Libsrtp
+        operations: tuple[InPlace, InPlace, InPlace, InPlace]
         if parameters.profile is None:
-            impl = AesCmHmacSha1(master_key, master_salt, parameters.rtp_tag_length)
+            native = AesCmHmacSha1(master_key, master_salt, parameters.rtp_tag_length)
+            operations = (
+                _native_in_place(native.protect, MAX_RTP_LENGTH, "RTP"),
+                _native_in_place(native.unprotect, MAX_PACKET_LENGTH, "SRTP"),
+                _native_in_place(native.protect_rtcp, MAX_RTCP_LENGTH, "RTCP"),
+                _native_in_place(native.unprotect_rtcp, MAX_PACKET_LENGTH, "SRTCP"),
+            )
         else:
-            impl = _Libsrtp(parameters.profile, parameters, master_key + master_salt, outbound)
+            session = LibsrtpSession(
+                parameters.profile,
+                master_key + master_salt,
+                outbound,
+                parameters.rtp_tag_length,
+                parameters.rtcp_tag_length,
+            )
+            operations = (
+                session.protect,
+                session.unprotect,
+                session.protect_rtcp,
+                session.unprotect_rtcp,
+            )
+        protect, unprotect, protect_rtcp, unprotect_rtcp = operations
         self.suite = suite
         self.direction = direction
+        self._scratch: PacketBuffer | None = None
         if outbound:
-            self._protect, self._protect_rtcp = impl.protect, impl.protect_rtcp
-            self._unprotect = _wrong_direction("unprotect", direction)
-            self._unprotect_rtcp = _wrong_direction("unprotect RTCP", direction)
+            self.protect_in_place, self.protect_rtcp_in_place = protect, protect_rtcp
+            self.unprotect_in_place = _wrong_direction("unprotect", direction)
+            self.unprotect_rtcp_in_place = _wrong_direction("unprotect RTCP", direction)
         else:
-            self._unprotect, self._unprotect_rtcp = impl.unprotect, impl.unprotect_rtcp
-            self._protect = _wrong_direction("protect", direction)
-            self._protect_rtcp = _wrong_direction("protect RTCP", direction)
+            self.unprotect_in_place, self.unprotect_rtcp_in_place = unprotect, unprotect_rtcp
+            self.protect_in_place = _wrong_direction("protect", direction)
+            self.protect_rtcp_in_place = _wrong_direction("protect RTCP", direction)
 
     def __repr__(self) -> str:
         return f"<SrtpContext {self.suite} {self.direction.value} key=<redacted>>"
 
+    def _on_bytes(self, operation: InPlace, packet: bytes) -> bytes:
+        """``operation`` on a copy of ``packet`` in this context's own buffer."""
+        if len(packet) > MAX_PACKET_LENGTH:  # longer than any operation takes
+            raise too_long("", MAX_PACKET_LENGTH)
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = PacketBuffer(MAX_PACKET_LENGTH)
+        scratch.view[: len(packet)] = packet
+        return bytes(scratch.view[: operation(scratch, len(packet))])
+
     def protect(self, rtp: bytes) -> bytes:
         """The SRTP packet for ``rtp`` (outbound contexts)."""
-        if len(rtp) > MAX_RTP_LENGTH:
-            raise SrtpError("limit", f"RTP packet longer than {MAX_RTP_LENGTH} bytes")
-        return self._protect(rtp)
+        return self._on_bytes(self.protect_in_place, rtp)
 
     def unprotect(self, srtp: bytes) -> bytes:
         """The RTP packet inside ``srtp``, authenticated and replay-checked
         (inbound contexts)."""
-        if len(srtp) > MAX_PACKET_LENGTH:
-            raise SrtpError("limit", f"SRTP packet longer than {MAX_PACKET_LENGTH} bytes")
-        return self._unprotect(srtp)
+        return self._on_bytes(self.unprotect_in_place, srtp)
 
     def protect_rtcp(self, rtcp: bytes) -> bytes:
         """The SRTCP packet for the RTCP (compound) packet ``rtcp`` (outbound)."""
-        if len(rtcp) > MAX_RTCP_LENGTH:
-            raise SrtpError("limit", f"RTCP packet longer than {MAX_RTCP_LENGTH} bytes")
-        return self._protect_rtcp(rtcp)
+        return self._on_bytes(self.protect_rtcp_in_place, rtcp)
 
     def unprotect_rtcp(self, srtcp: bytes) -> bytes:
         """The RTCP packet inside ``srtcp``, authenticated and replay-checked
         (inbound)."""
-        if len(srtcp) > MAX_PACKET_LENGTH:
-            raise SrtpError("limit", f"SRTCP packet longer than {MAX_PACKET_LENGTH} bytes")
-        return self._unprotect_rtcp(srtcp)
+        return self._on_bytes(self.unprotect_rtcp_in_place, srtcp)

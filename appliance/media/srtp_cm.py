@@ -228,7 +228,7 @@ def estimate_index(highest: int, seq: int) -> tuple[int, int]:
     return roc << 16 | seq, seq - last
 
 
-def rtp_header_length(packet: bytes) -> int:
+def rtp_header_length(packet: bytes | memoryview) -> int:
     """The length of an RTP header with its CSRCs and extension (RFC 3550 §5.1,
     §5.3.1), or :class:`SrtpError` if ``packet`` is not RTP version 2."""
     length = len(packet)
@@ -245,7 +245,7 @@ def rtp_header_length(packet: bytes) -> int:
     return header
 
 
-def check_rtcp(packet: bytes, minimum: int) -> None:
+def check_rtcp(packet: bytes | memoryview, minimum: int) -> None:
     """Refuse what is not RTCP version 2 of at least ``minimum`` bytes."""
     if len(packet) < minimum or packet[0] & 0xC0 != 0x80:
         raise SrtpError("malformed", "not an RTCP version 2 packet")

@@ -4,18 +4,20 @@ loss counting and idle expiry, with a fake cipher and a fake clock."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 
 from appliance.media.relay import Forward, MediaIdle, PortPool, Relay
-from appliance.media.srtp import SrtpError
+from appliance.media.srtp import Direction, PacketBuffer, SrtpContext, SrtpError
 
 NOW = 1_000.0
 ALICE, BOB, MALLORY = ("127.0.0.10", 4000), ("127.0.0.11", 5000), ("127.0.0.66", 6666)
 
 
 class XorCipher:
-    """A stand-in for an SRTP context: 'protects' by XOR and appending a tag."""
+    """A stand-in for an SRTP context: 'protects' by XOR and appending a tag, on
+    bytes and (as the relay calls it) in place."""
 
     def __init__(self, key: int) -> None:
         self.key = key
@@ -39,6 +41,24 @@ class XorCipher:
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         return self._open(packet)
+
+    @staticmethod
+    def _in_place(operation: Callable[[bytes], bytes], buffer: PacketBuffer, length: int) -> int:
+        result = operation(bytes(buffer.view[:length]))
+        buffer.view[: len(result)] = result
+        return len(result)
+
+    def protect_in_place(self, buffer: PacketBuffer, length: int) -> int:
+        return self._in_place(self._seal, buffer, length)
+
+    def unprotect_in_place(self, buffer: PacketBuffer, length: int) -> int:
+        return self._in_place(self._open, buffer, length)
+
+    def protect_rtcp_in_place(self, buffer: PacketBuffer, length: int) -> int:
+        return self._in_place(self._seal, buffer, length)
+
+    def unprotect_rtcp_in_place(self, buffer: PacketBuffer, length: int) -> int:
+        return self._in_place(self._open, buffer, length)
 
 
 def rtp(seq: int, ssrc: int = 0x1234, payload: bytes = b"\x55" * 20, pt: int = 0) -> bytes:
@@ -236,3 +256,48 @@ def test_runts_are_ignored(size: int) -> None:
     a_port, _ = _plain_call(relay)
     assert relay.receive(a_port, b"\x80" * size, ALICE, NOW) is None
     assert relay.sessions["call-1"].a.peer is None
+
+
+def test_srtp_to_srtp_in_the_buffer_with_real_contexts() -> None:
+    """With libsrtp contexts on both legs, a packet received into the relay's
+    buffer is unprotected, renumbered and protected there: what forward() says
+    to send is the other leg's SRTP of the same media, with outgoing numbers
+    that only move forward; a packet that fails authentication is counted and
+    nothing is sent."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    key_a, key_b = bytes(range(30)), bytes(range(30, 60))
+
+    def context(key: bytes, direction: Direction) -> SrtpContext:
+        return SrtpContext(suite, key[:16], key[16:], direction)
+
+    relay = _relay()
+    session = relay.open("call-1", NOW)
+    assert session is not None
+    for leg, peer, key in ((session.a, ALICE, key_a), (session.b, BOB, key_b)):
+        relay.configure(
+            leg,
+            expected=peer,
+            rtcp_mux=False,
+            inbound=context(key, Direction.INBOUND),
+            outbound=context(key[::-1], Direction.OUTBOUND),
+            suite=suite,
+            now=NOW,
+        )
+    alice, bob = context(key_a, Direction.OUTBOUND), context(key_b[::-1], Direction.INBOUND)
+    view = relay.buffer.view
+    received = []
+    for seq in (100, 101, 102, 9000, 9001):  # a jump: renumbered as a restart
+        packet = alice.protect(rtp(seq, payload=bytes([seq & 0xFF]) * 160))
+        view[: len(packet)] = packet
+        outgoing = relay.forward(session.a.rtp_port, len(packet), ALICE, NOW)
+        assert outgoing is not None
+        port, destination, length = outgoing
+        assert (port, destination, length) == (session.b.rtp_port, BOB, len(packet))
+        plain = bob.unprotect(bytes(view[:length]))
+        assert plain[12:] == bytes([seq & 0xFF]) * 160
+        received.append(int.from_bytes(plain[2:4], "big"))
+    assert received == [100, 101, 102, 103, 104]
+    forged = alice.protect(rtp(9002))[:-1] + b"\0"
+    view[: len(forged)] = forged
+    assert relay.forward(session.a.rtp_port, len(forged), MALLORY, NOW) is None
+    assert session.a.auth_failures == 1 and session.a.peer == ALICE

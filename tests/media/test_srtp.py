@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
-from appliance.media import srtp, srtp_cm
+from appliance.media import srtp_cm, srtp_lib
 from appliance.media.srtp import (
     MAX_RTP_LENGTH,
     SUITES,
@@ -502,7 +502,7 @@ def test_ssrc_limit_fails_closed(suite: str, monkeypatch: pytest.MonkeyPatch) ->
     """Every suite: beyond MAX_STREAMS SSRCs a new SSRC is refused (kind
     "limit") while known ones carry on; a forged packet never takes a slot."""
     monkeypatch.setattr(srtp_cm, "MAX_STREAMS", 2)
-    monkeypatch.setattr(srtp, "MAX_STREAMS", 2)
+    monkeypatch.setattr(srtp_lib, "MAX_STREAMS", 2)
     outbound, inbound = pair(suite)
     first, second = outbound.protect(rtp(1, ssrc=1)), outbound.protect(rtp(1, ssrc=2))
     with pytest.raises(SrtpError) as caught:

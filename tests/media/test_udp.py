@@ -154,7 +154,7 @@ def test_a_packet_the_relay_chokes_on_is_counted_and_the_rest_still_flow(
         if outcome is not None:
             raise outcome
 
-    monkeypatch.setattr(sockets.relay, "receive", receive)
+    monkeypatch.setattr(sockets.relay, "forward", receive)
     peer = _peer()
     peer.sendto(rtp(1), ("127.0.0.1", session.a.rtp_port))
     peer.sendto(rtp(1), ("127.0.0.1", session.b.rtp_port))
