@@ -17,6 +17,7 @@ from appliance.media.policy import SrtpPolicy
 from appliance.sip import digest
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.cdr import Direction
+from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import SipDirectory, TenantEntry
 from appliance.sip.errors import SipError
 from appliance.sip.grammar import parse_sip_uri
@@ -26,6 +27,17 @@ from appliance.sip.proxy_auth import authenticate
 from appliance.sip.proxy_state import sip_or_none
 from appliance.sip.registrar import Flow
 from appliance.sip.routing import Internal, Outbound, from_carrier, from_phone
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who places a new call, once identified and before it is routed."""
+
+    tenant: TenantEntry
+    #: The caller's address-of-record (``user@host``).
+    aor: str
+    #: The trunk whose carrier sent the call; None for a phone.
+    carrier: TrunkEntry | None
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,16 @@ class Parties:
     #: The trunk the call arrived on or leaves through, if any.
     trunk_name: str | None
 
+    @property
+    def callee(self) -> str:
+        """Whom the call is for: an extension's address-of-record, or the E.164
+        number a carrier is asked for."""
+        if isinstance(self.decision, Internal):
+            return f"{self.decision.extension.number}@{self.tenant.domain}"
+        return self.decision.e164
 
-def call_parties(
+
+def identify_caller(
     message: Message,
     flow: Flow,
     now: float,
@@ -49,37 +69,53 @@ def call_parties(
     directory: SipDirectory,
     verifier: digest.DigestVerifier,
     blocklist: Blocklist,
-    addresses: Addresses,
     certificate: str | None,
+) -> Caller:
+    """Recognise a carrier by its source address and ``certificate``, or else
+    authenticate the phone (407 until it does)."""
+    carrier = directory.carrier_for(flow.remote[0], certificate)
+    if carrier is not None:
+        tenant = tenant_of(directory, carrier.tenant_id)
+        from_uri = sip_or_none(message.from_.uri)
+        aor = f"{from_uri.user}@{from_uri.host}" if from_uri else message.from_.uri
+        return Caller(tenant, aor, carrier)
+    tenant, extension = authenticate(
+        message, flow, now, directory=directory, verifier=verifier, blocklist=blocklist
+    )
+    return Caller(tenant, f"{extension.number}@{tenant.domain}", None)
+
+
+def call_parties(
+    message: Message,
+    caller: Caller,
+    *,
+    directory: SipDirectory,
+    addresses: Addresses,
     trunk_down: set[int],
 ) -> Parties:
-    """Authenticate the caller (or recognise its carrier by ``certificate``) and
-    route the Request-URI; trunks in ``trunk_down`` are routed around."""
-    carrier = directory.carrier_for(flow.remote[0], certificate)
+    """Route the Request-URI for an identified ``caller``; trunks in
+    ``trunk_down`` are routed around."""
     uri = parse_sip_uri(message.uri)
-    direction: Direction
-    trunk_name: str | None
-    if carrier is not None:
-        check_request_uri(addresses, directory, message, uri)
-        tenant = tenant_of(directory, carrier.tenant_id)
-        decision: Internal | Outbound = from_carrier(directory, carrier, uri.user)
-        from_uri = sip_or_none(message.from_.uri)
-        caller_aor = f"{from_uri.user}@{from_uri.host}" if from_uri else message.from_.uri
-        direction, trunk_name = "inbound", carrier.name
-    else:
-        tenant, caller = authenticate(
-            message, flow, now, directory=directory, verifier=verifier, blocklist=blocklist
-        )
-        check_request_uri(addresses, directory, message, uri)
-        if uri.host.lower() != tenant.domain:
-            if directory.tenant(uri.host) is not None:
-                raise SipError(403, "Forbidden (calls between tenants are not allowed)")
-            raise SipError(403, "Forbidden (no route to that domain)")
-        decision = from_phone(directory, tenant, uri.user, usable_trunks(directory, trunk_down))
-        caller_aor = f"{caller.number}@{tenant.domain}"
-        direction = "internal" if isinstance(decision, Internal) else "outbound"
-        trunk_name = decision.trunk.name if isinstance(decision, Outbound) else None
-    return Parties(tenant, caller_aor, decision, direction, trunk_name)
+    check_request_uri(addresses, directory, message, uri)
+    tenant = caller.tenant
+    if caller.carrier is not None:
+        decision: Internal | Outbound = from_carrier(directory, caller.carrier, uri.user)
+        return Parties(tenant, caller.aor, decision, "inbound", caller.carrier.name)
+    if uri.host.lower() != tenant.domain:
+        if directory.tenant(uri.host) is not None:
+            raise SipError(403, "Forbidden (calls between tenants are not allowed)")
+        raise SipError(403, "Forbidden (no route to that domain)")
+    decision = from_phone(directory, tenant, uri.user, usable_trunks(directory, trunk_down))
+    if isinstance(decision, Internal):
+        return Parties(tenant, caller.aor, decision, "internal", None)
+    return Parties(tenant, caller.aor, decision, "outbound", decision.trunk.name)
+
+
+def dialled(message: Message) -> str:
+    """What the caller dialled, as ``user@host`` of the Request-URI: the callee
+    on the record of a call refused before it was routed."""
+    uri = sip_or_none(message.uri)
+    return f"{uri.user}@{uri.host}" if uri is not None and uri.user else message.uri
 
 
 def tenant_of(directory: SipDirectory, tenant_id: int) -> TenantEntry:

@@ -25,7 +25,14 @@ from collections import deque
 from collections.abc import Sequence
 
 from appliance.sip import digest, limits
-from appliance.sip.actions import Action, BindingsChanged, BlockChanged, CloseConnections, Send
+from appliance.sip.actions import (
+    Action,
+    BindingsChanged,
+    BlockChanged,
+    CallEnded,
+    CloseConnections,
+    Send,
+)
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.call_media import MediaPorts
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
@@ -35,7 +42,7 @@ from appliance.sip.message import Message, parse_datagram
 from appliance.sip.proxy import DEFAULT_MAX_CALL_SECONDS, Proxy
 from appliance.sip.proxy_address import ProxyAddress
 from appliance.sip.proxy_auth import BlockedError
-from appliance.sip.quota import quota_refusal
+from appliance.sip.quota import CallRefusedError, quota_refusal
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.transaction import (
@@ -186,10 +193,10 @@ class SipEdge:
             answer = self._answer(
                 message, flow, now, key, error.status, error.reason, error.headers
             )
+            if isinstance(error, CallRefusedError):
+                answer.append(CallEnded(error.record))
             refused = quota_refusal(error)
-            if refused is None:
-                return answer
-            return [*answer, refused, *self.proxy.refused_call(message, flow, refused, now)]
+            return answer if refused is None else [*answer, refused]
 
     def _register(
         self, message: Message, flow: Flow, now: float, key: ServerKey | None

@@ -34,10 +34,10 @@ from collections.abc import Iterable, Sequence
 
 from appliance.media.policy import OfferPlan
 from appliance.sip import digest
-from appliance.sip.actions import Action, CallEnded, QuotaRefused, Send
+from appliance.sip.actions import Action, CallEnded, Send
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.call_media import CallMedia, MediaPorts
-from appliance.sip.call_parties import call_parties, caller_srtp
+from appliance.sip.call_parties import Parties, call_parties, caller_srtp, identify_caller
 from appliance.sip.calls import Admission, Call, Leg
 from appliance.sip.carriers import ping_branch, pinged, toward_carrier, with_trunk_credentials
 from appliance.sip.dialplan import TrunkEntry
@@ -64,7 +64,7 @@ from appliance.sip.proxy_address import (
 )
 from appliance.sip.proxy_state import Branch, Upstream, live_call, method_of, sends, server_key
 from appliance.sip.proxy_timers import ProxyTimers
-from appliance.sip.quota import QuotaError, record_refused_call
+from appliance.sip.quota import CallRefusedError, QuotaError, refused_call
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
@@ -167,20 +167,38 @@ class Proxy:
         return any((via.branch or "").lower().startswith(prefix) for via in message.vias)
 
     def _invite(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        parties = call_parties(
+        caller = identify_caller(
             message,
             flow,
             now,
             directory=self.directory,
             verifier=self.verifier,
             blocklist=self.blocklist,
-            addresses=self.addresses,
             certificate=self.certificates.get(flow.connection),
-            trunk_down=self.trunk_down,
         )
-        tenant, decision, caller_aor = parties.tenant, parties.decision, parties.caller
+        parties: Parties | None = None
+        try:
+            parties = call_parties(
+                message,
+                caller,
+                directory=self.directory,
+                addresses=self.addresses,
+                trunk_down=self.trunk_down,
+            )
+            plans, media = self._admit(message, flow, parties, now)
+        except CallRefusedError:
+            raise
+        except SipError as error:  # refused before anything rang: recorded all the same
+            raise refused_call(error, message, flow, now, caller, parties) from None
+        return self._start_call(message, flow, parties, plans, media, now)
+
+    def _admit(
+        self, message: Message, flow: Flow, parties: Parties, now: float
+    ) -> tuple[list[tuple[tuple[Flow, str], OfferPlan]], CallMedia]:
+        """Where the call may ring, with what offer, and its media: refused (480,
+        488, 503) before the quota slot is reserved, or with it released."""
+        tenant, decision = parties.tenant, parties.decision
         if isinstance(decision, Internal):
-            callee_aor = f"{decision.extension.number}@{tenant.domain}"
             targets = [
                 (b.flow, b.contact)
                 for b in self.registrar.bindings(decision.extension.id, now)
@@ -190,7 +208,6 @@ class Proxy:
                 raise SipError(480, "Temporarily Unavailable")
             callee_policy = tenant.srtp
         else:
-            callee_aor = decision.e164
             carrier_flows = self.trunk_flows.get(decision.trunk.id, [])
             if not carrier_flows:
                 raise SipError(503, "Service Unavailable (carrier not reachable)")
@@ -199,14 +216,22 @@ class Proxy:
         caller_policy = caller_srtp(self.directory, parties)
         offer = read_offer(message, caller_policy, flow.transport)
         plans = plan_targets(callee_policy, targets)
-        call_id = message.call_id
         if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
-            limit = tenant.max_concurrent_calls
-            raise QuotaError(tenant.id, call_id, caller_aor, callee_aor, limit, parties.direction)
+            raise QuotaError(
+                message,
+                flow,
+                now,
+                tenant_id=tenant.id,
+                caller=parties.caller,
+                callee=parties.callee,
+                limit=tenant.max_concurrent_calls,
+                direction=parties.direction,
+                trunk=parties.trunk_name,
+            )
         try:
             media = CallMedia.open(
                 self.media,
-                call_id,
+                message.call_id,
                 offer,
                 address=self.media_address,
                 caller=(caller_policy, flow.transport),
@@ -216,12 +241,25 @@ class Proxy:
         except SipError:
             self.admission.release(tenant.id)
             raise
+        return plans, media
+
+    def _start_call(
+        self,
+        message: Message,
+        flow: Flow,
+        parties: Parties,
+        plans: list[tuple[tuple[Flow, str], OfferPlan]],
+        media: CallMedia,
+        now: float,
+    ) -> list[Action]:
+        """Record an admitted call, answer 100 and ring every target."""
+        call_id, decision = message.call_id, parties.decision
         contact = message.contacts[0].uri if message.contacts else ""
         call = Call(
-            tenant_id=tenant.id,
+            tenant_id=parties.tenant.id,
             call_id=call_id,
-            caller=caller_aor,
-            callee=callee_aor,
+            caller=parties.caller,
+            callee=parties.callee,
             direction=parties.direction,
             setup_at=now,
             caller_leg=Leg(
@@ -252,7 +290,7 @@ class Proxy:
                 actions += self._fork(call, upstream, target, contact, plan, now)
         else:
             request_uri, asserted = toward_carrier(
-                decision.trunk, decision.number, caller_aor, tenant.domain
+                decision.trunk, decision.number, parties.caller, parties.tenant.domain
             )
             ((target, _), plan) = plans[0]
             actions += self._fork(
@@ -438,12 +476,6 @@ class Proxy:
             self._branches[cancel.id] = cancel
             actions += sends(branch.flow, cancel.transaction.start(now))
         return actions
-
-    def refused_call(
-        self, message: Message, flow: Flow, refused: QuotaRefused, now: float
-    ) -> list[Action]:
-        """The record of a call refused at admission (it never rang)."""
-        return record_refused_call(message, flow, refused, now)
 
     # -- responses ----------------------------------------------------------
 

@@ -1,36 +1,67 @@
-"""The tenant's concurrent-call quota as the proxy enforces it (step 4).
+"""Calls refused once their caller is known, and the concurrent-call quota.
 
-A call over the quota is refused with 503 before anything rings. The error
-carries what the audit log needs (:func:`quota_refusal`), and the refused call
-still gets a call record (:func:`record_refused_call`), so the edge can answer,
-audit and record without knowing how the proxy counts calls.
+Every call gets a record, also one refused before anything rang: a number
+that does not exist (404), a callee not registered (480), an offer the policy
+refuses (488), a carrier out of reach or no media ports (503), or the tenant's
+concurrent-call quota (503 with a Warning, step 4 of the proxy). The refusal
+is raised as a :class:`CallRefusedError` that carries its record, so the edge
+answers and records it without knowing how the proxy routes or counts calls.
+A request refused before its caller is identified (407, a forged carrier) is
+not a call and gets no record.
 """
 
 from __future__ import annotations
 
-from appliance.sip.actions import Action, CallEnded, QuotaRefused
+from appliance.sip.actions import QuotaRefused
+from appliance.sip.call_parties import Caller, Parties, dialled
 from appliance.sip.calls import Call, Leg
-from appliance.sip.cdr import Direction
+from appliance.sip.cdr import CallDetailRecord, Direction, Disposition
 from appliance.sip.errors import SipError
 from appliance.sip.message import Message
 from appliance.sip.registrar import Flow
 
 
-class QuotaError(SipError):
+class CallRefusedError(SipError):
+    """A call refused once its caller was known: answered as the error it wraps,
+    and recorded with :attr:`record`."""
+
+    def __init__(self, error: SipError, record: CallDetailRecord) -> None:
+        super().__init__(error.status, error.reason, error.headers)
+        self.record = record
+
+
+class QuotaError(CallRefusedError):
     """503 for the concurrent-call quota, remembering what to audit."""
 
     def __init__(
         self,
+        message: Message,
+        flow: Flow,
+        now: float,
+        *,
         tenant_id: int,
-        call_id: str,
         caller: str,
         callee: str,
         limit: int,
         direction: Direction,
+        trunk: str | None,
     ) -> None:
         warning = f'399 telemancer "concurrent call quota of {limit} reached"'
-        super().__init__(503, "Service Unavailable (call quota)", (("Warning", warning),))
-        self.refused = QuotaRefused(tenant_id, call_id, caller, callee, limit, direction)
+        error = SipError(503, "Service Unavailable (call quota)", (("Warning", warning),))
+        record = refused_record(
+            message,
+            flow,
+            now,
+            tenant_id=tenant_id,
+            caller=caller,
+            callee=callee,
+            direction=direction,
+            status=503,
+            trunk=trunk,
+            disposition="rejected-quota",
+        )
+        super().__init__(error, record)
+        self.refused = QuotaRefused(tenant_id, message.call_id, caller, callee, limit, direction)
 
 
 def quota_refusal(error: SipError) -> QuotaRefused | None:
@@ -38,19 +69,60 @@ def quota_refusal(error: SipError) -> QuotaRefused | None:
     return error.refused if isinstance(error, QuotaError) else None
 
 
-def record_refused_call(
-    message: Message, flow: Flow, refused: QuotaRefused, now: float
-) -> list[Action]:
-    """The record of a call refused at admission (it never rang)."""
+def refused_record(
+    message: Message,
+    flow: Flow,
+    now: float,
+    *,
+    tenant_id: int,
+    caller: str,
+    callee: str,
+    direction: Direction,
+    status: int,
+    trunk: str | None = None,
+    disposition: Disposition | None = None,
+) -> CallDetailRecord:
+    """The record of a call refused with ``status`` before anything rang
+    (its disposition follows from the status unless given)."""
     call = Call(
-        tenant_id=refused.tenant_id,
-        call_id=refused.call_id,
-        caller=refused.caller,
-        callee=refused.callee,
-        direction=refused.direction,
+        tenant_id=tenant_id,
+        call_id=message.call_id,
+        caller=caller,
+        callee=callee,
+        direction=direction,
         setup_at=now,
         caller_leg=Leg(flow, message.from_.tag, "", message.cseq.number),
         deadline=now,
+        trunk=trunk,
     )
-    record = call.record(now, status=503, hangup_by=None, disposition="rejected-quota")
-    return [CallEnded(record)]
+    return call.record(now, status=status, hangup_by=None, disposition=disposition)
+
+
+def refused_call(
+    error: SipError,
+    message: Message,
+    flow: Flow,
+    now: float,
+    caller: Caller,
+    parties: Parties | None,
+) -> CallRefusedError:
+    """``error`` as the refusal of a call from an identified ``caller``: routed
+    (``parties``) or not, in which case the callee is what was dialled."""
+    if parties is not None:
+        callee, direction, trunk = parties.callee, parties.direction, parties.trunk_name
+    else:
+        callee = dialled(message)
+        direction = "inbound" if caller.carrier is not None else "internal"
+        trunk = caller.carrier.name if caller.carrier is not None else None
+    record = refused_record(
+        message,
+        flow,
+        now,
+        tenant_id=caller.tenant.id,
+        caller=caller.aor,
+        callee=callee,
+        direction=direction,
+        status=error.status,
+        trunk=trunk,
+    )
+    return CallRefusedError(error, record)

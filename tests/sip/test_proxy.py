@@ -397,6 +397,51 @@ def test_unreachable_and_unregistered() -> None:
     assert _only(_dial(edge, alice, "1002"), alice.flow).status == 480
 
 
+@pytest.mark.parametrize(
+    ("callee", "domain", "body", "status", "disposition"),
+    [
+        ("9999", DOMAIN, None, 404, "failed"),
+        ("1003", DOMAIN, None, 480, "no-answer"),
+        ("1002", OTHER, None, 403, "failed"),
+        ("1002", DOMAIN, b"v=0\r\n", 400, "failed"),
+    ],
+)
+def test_a_call_refused_before_it_rings_is_recorded(
+    callee: str, domain: str, body: bytes | None, status: int, disposition: str
+) -> None:
+    """One record per call, also for a call refused once its caller is known: a
+    number that does not exist, a callee not registered, another tenant, an
+    unusable offer. Nothing rings and no quota slot stays taken."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    actions = _dial(edge, alice, callee, domain=domain, body=body)
+    assert _only(actions, alice.flow).status == status and _to(actions, bob.flow) == []
+    (ended,) = _records(actions)
+    record = ended.record
+    assert (record.caller, record.callee, record.direction) == (
+        "1001@acme.example",
+        f"{callee}@{domain}",
+        "internal",
+    )
+    assert (record.disposition, record.final_status, record.answered_at) == (
+        disposition,
+        status,
+        None,
+    )
+    assert edge.proxy.admission.count(1) == 0 and not edge.proxy.calls
+
+
+def test_a_request_refused_before_its_caller_is_known_is_not_a_call() -> None:
+    """The 407 that starts every call, and a From no tenant serves, leave no record."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    challenged = _send(edge, alice, alice.client.invite("1002"))
+    assert _only(challenged, alice.flow).status == 407 and _records(challenged) == []
+    stranger = SipTestClient("1001", "nowhere.example", "pw", transport="TLS")
+    refused = _send(edge, alice, stranger.invite("1002", domain=DOMAIN))
+    assert _only(refused, alice.flow).status == 403 and _records(refused) == []
+
+
 def test_reconciliation_corrects_drift() -> None:
     """Reconciliation resets counters to the calls actually live and reports drift."""
     edge = _edge()
