@@ -6,11 +6,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from appliance.store import open_directory
 from appliance.store.audit import Actor
 from appliance.store.checkpoints import CheckpointKey
+from appliance.store.database import open_database, write_transaction
+from appliance.store.migrations import MIGRATIONS, _statements
 from appliance.store.tenants import Directory
+
+
+def database_at(path: Path, version: int) -> sqlite_utils.Database:
+    """A database built by the first ``version`` migrations only, to test the next."""
+    db = open_database(path)
+    for applied in range(1, version + 1):
+        with write_transaction(db):
+            for statement in _statements(MIGRATIONS[applied - 1]):
+                db.conn.execute(statement)
+            db.conn.execute(f"PRAGMA user_version = {applied}")
+    return db
 
 
 class FakeClock:

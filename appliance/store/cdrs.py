@@ -2,7 +2,8 @@
 
 The SIP service writes one :class:`~appliance.sip.cdr.CallDetailRecord` per
 call when it ends (:func:`write_cdr`); triggers keep the table append-only
-and ``UNIQUE (tenant_id, call_id)`` keeps a call from being recorded twice.
+and ``UNIQUE (tenant_id, call_id, setup_at)`` keeps a call from being recorded
+twice (a retry with the same Call-ID is another call, set up later).
 Writing a record also removes the call from ``live_calls`` in the same
 transaction, so a call is always in exactly one of the two tables (or in
 ``cdrs`` only): the aggregator relies on that.
@@ -73,9 +74,10 @@ _INSERT_CDR = (
     " ringing_at, answered_at, ended_at, disposition, hangup_by, final_status,"
     " caller_transport, callee_transport, media, identity)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (tenant_id, call_id) DO NOTHING"
+    " ON CONFLICT (tenant_id, call_id, setup_at) DO NOTHING"
 )
 _DELETE_LIVE_CALL = "DELETE FROM live_calls WHERE tenant_id = ? AND call_id = ?"
+_DELETE_RECORDED_LIVE_CALL = _DELETE_LIVE_CALL + " AND setup_at = ?"
 
 
 def hour_start(when: float) -> float:
@@ -125,7 +127,9 @@ def _insert_cdr(db: sqlite_utils.Database, record: CallDetailRecord) -> bool:
             canonical_json(dict(record.identity)),
         ),
     )
-    db.conn.execute(_DELETE_LIVE_CALL, (record.tenant_id, record.call_id))
+    db.conn.execute(
+        _DELETE_RECORDED_LIVE_CALL, (record.tenant_id, record.call_id, record.setup_at)
+    )
     return cursor.rowcount == 1
 
 
@@ -420,7 +424,8 @@ class LiveCallRow:
 _SAVE_LIVE_CALL = (
     "INSERT OR REPLACE INTO live_calls (tenant_id, call_id, caller, callee, direction, state,"
     " setup_at, answered_at) SELECT ?, ?, ?, ?, ?, ?, ?, ?"
-    " WHERE NOT EXISTS (SELECT 1 FROM cdrs WHERE tenant_id = ? AND call_id = ?)"
+    " WHERE NOT EXISTS"
+    " (SELECT 1 FROM cdrs WHERE tenant_id = ? AND call_id = ? AND setup_at = ?)"
 )
 
 
@@ -436,6 +441,7 @@ def _live_values(call: LiveCallFields) -> tuple[object, ...]:
         call.answered_at,
         call.tenant_id,
         call.call_id,
+        call.setup_at,
     )
 
 

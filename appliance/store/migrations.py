@@ -248,6 +248,50 @@ MIGRATIONS: tuple[str, ...] = (
         CHECK (srtp IN ('required', 'optional', 'off'))
         CHECK (srtp <> 'required' OR transport = 'tls');
     """,
+    # 6: a call is recorded once per Call-ID *and setup time*. Calls refused
+    # before they rang are recorded too (404, 480, 488...), and a phone may
+    # retry with the same Call-ID (RFC 3261 §8.1.3.5 asks it to): the retry
+    # is another call, whose record must not be skipped as a duplicate.
+    # SQLite cannot change a constraint in place, so the table is rebuilt
+    # with every row and id as they were; its append-only triggers are
+    # dropped only for the copy and made again.
+    """
+    DROP TRIGGER cdrs_no_update;
+    DROP TRIGGER cdrs_no_delete;
+    CREATE TABLE cdrs_v6 (
+        id INTEGER PRIMARY KEY,
+        tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+        call_id TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('internal', 'inbound', 'outbound')),
+        trunk TEXT,
+        setup_at REAL NOT NULL,
+        ringing_at REAL,
+        answered_at REAL,
+        ended_at REAL NOT NULL,
+        disposition TEXT NOT NULL CHECK (disposition IN
+            ('answered', 'busy', 'no-answer', 'failed', 'cancelled', 'rejected-quota')),
+        hangup_by TEXT CHECK (hangup_by IN ('caller', 'callee', 'system')),
+        final_status INTEGER NOT NULL,
+        caller_transport TEXT NOT NULL,
+        callee_transport TEXT,
+        media TEXT NOT NULL CHECK (json_valid(media)),
+        identity TEXT NOT NULL CHECK (json_valid(identity)),
+        UNIQUE (tenant_id, call_id, setup_at)
+    );
+    INSERT INTO cdrs_v6 SELECT id, tenant_id, call_id, caller, callee, direction, trunk,
+        setup_at, ringing_at, answered_at, ended_at, disposition, hangup_by, final_status,
+        caller_transport, callee_transport, media, identity FROM cdrs;
+    DROP TABLE cdrs;
+    ALTER TABLE cdrs_v6 RENAME TO cdrs;
+    CREATE INDEX cdrs_tenant_setup ON cdrs(tenant_id, setup_at);
+    CREATE INDEX cdrs_tenant_ended ON cdrs(tenant_id, ended_at);
+    CREATE TRIGGER cdrs_no_update BEFORE UPDATE ON cdrs
+    BEGIN SELECT RAISE(ABORT, 'cdrs is append-only'); END;
+    CREATE TRIGGER cdrs_no_delete BEFORE DELETE ON cdrs
+    BEGIN SELECT RAISE(ABORT, 'cdrs is append-only'); END;
+    """,
 )
 
 

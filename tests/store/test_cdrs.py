@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +28,10 @@ from appliance.store.cdrs import (
     write_cdrs,
     write_live_calls,
 )
+from appliance.store.database import write_transaction
+from appliance.store.migrations import migrate
 from appliance.store.tenants import Directory, Tenant
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, database_at
 
 #: The fake clock's start (2027-01-15T08:00:00Z) is aligned to an hour.
 T = 1_800_000_000.0
@@ -476,3 +479,51 @@ def test_live_call_batches_save_end_and_never_revive_a_recorded_call(
     assert [(r.call_id, r.state, r.answered_at) for r in list_live_calls(directory.db)] == [
         ("c1", "answered", T - 1)
     ]
+
+
+def test_a_retry_with_the_same_call_id_is_another_call(
+    directory: Directory, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """A call refused before it rang, retried by the phone with the same Call-ID
+    (RFC 3261 §8.1.3.5), gets its own record and can be live meanwhile; only the
+    same call (same setup time) written twice is a duplicate."""
+    acme = tenants[0]
+    refused = cdr(acme, "c1", T - 60, T - 60, status=488)
+    assert write_cdr(directory.db, refused)
+    retry = LiveCallEntry(acme.id, "c1", "x", "y", "internal", "answered", T - 50, T - 45)
+    write_live_calls(directory.db, [retry])
+    assert [r.call_id for r in list_live_calls(directory.db)] == ["c1"]
+    answered = cdr(acme, "c1", T - 50, T - 10, answered_at=T - 45)
+    assert write_cdr(directory.db, answered)
+    assert not write_cdr(directory.db, answered)
+    assert list_live_calls(directory.db) == []
+    assert list(CdrRepository(directory.scope(acme.id)).records()) == [refused, answered]
+
+
+def test_migration_6_keeps_every_record_and_its_immutability(tmp_path: Path) -> None:
+    """A version 5 database's records survive the table rebuild with their ids; the
+    rebuilt table is append-only again and takes a retry with the same Call-ID."""
+    db = database_at(tmp_path / "old.sqlite3", 5)
+    try:
+        with write_transaction(db):
+            db.conn.execute(
+                "INSERT INTO tenants (name, domain, max_extensions, max_concurrent_calls,"
+                " created_at) VALUES ('Old', 'old.example', 3, 2, 'then')"
+            )
+            db.conn.execute(
+                "INSERT INTO cdrs (id, tenant_id, call_id, caller, callee, direction,"
+                " setup_at, ended_at, disposition, final_status, caller_transport, media,"
+                " identity) VALUES (7, 1, 'c1', 'a', 'b', 'internal', 10, 20, 'failed', 404,"
+                " 'tls', '{}', '{}')"
+            )
+        before = db.conn.execute("SELECT * FROM cdrs").fetchall()
+        assert migrate(db)[0] == 6
+        assert db.conn.execute("SELECT * FROM cdrs").fetchall() == before
+        for statement in ("UPDATE cdrs SET caller = 'z'", "DELETE FROM cdrs"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.conn.execute(statement)
+        assert write_cdr(db, cdr(1, "c1", 30, 40))
+        indexes = {row[1] for row in db.conn.execute("PRAGMA index_list(cdrs)")}
+        assert {"cdrs_tenant_setup", "cdrs_tenant_ended"} <= indexes
+    finally:
+        db.close()

@@ -9,16 +9,16 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from appliance.media.policy import SrtpPolicy, check_config
 from appliance.store.audit import Actor, AuditRecord, records
-from appliance.store.database import open_database, write_transaction
-from appliance.store.migrations import MIGRATIONS, _statements, migrate, schema_version
+from appliance.store.database import write_transaction
+from appliance.store.migrations import MIGRATIONS, migrate, schema_version
 from appliance.store.sip_dialplan import load_trunks
 from appliance.store.sipstate import load_directory
 from appliance.store.tenants import Directory, InvalidInputError, NotFoundError, Tenant
 from appliance.store.trunks import TrunkRepository, TrunkSettings
+from tests.conftest import database_at
 
 KEY = bytes(range(32))
 SETTINGS = TrunkSettings(host="sbc.carrier.example")
@@ -45,22 +45,11 @@ def _count(directory: Directory) -> int:
 # -- migration 5 ----------------------------------------------------------------
 
 
-def _database_at(path: Path, version: int) -> sqlite_utils.Database:
-    """A database built by the first ``version`` migrations only."""
-    db = open_database(path)
-    for applied in range(1, version + 1):
-        with write_transaction(db):
-            for statement in _statements(MIGRATIONS[applied - 1]):
-                db.conn.execute(statement)
-            db.conn.execute(f"PRAGMA user_version = {applied}")
-    return db
-
-
 def test_migration_5_keeps_rows_and_defaults_them_to_optional(tmp_path: Path) -> None:
     """A version 4 database with a tenant and a UDP trunk migrates to 5 with both
     rows intact and both policies "optional" (sound on any transport), and the
     SIP directory then carries them."""
-    db = _database_at(tmp_path / "old.sqlite3", 4)
+    db = database_at(tmp_path / "old.sqlite3", 4)
     try:
         with write_transaction(db):
             db.conn.execute(
@@ -71,8 +60,8 @@ def test_migration_5_keeps_rows_and_defaults_them_to_optional(tmp_path: Path) ->
                 "INSERT INTO trunks (tenant_id, name, host, transport, created_at)"
                 " VALUES (1, 'lan', '10.0.0.1', 'udp', 'then')"
             )
-        assert migrate(db) == [5]
-        assert schema_version(db) == len(MIGRATIONS) == 5
+        assert migrate(db)[0] == 5
+        assert schema_version(db) == len(MIGRATIONS)
         tenant = db.conn.execute(
             "SELECT name, domain, max_extensions, srtp FROM tenants"
         ).fetchall()

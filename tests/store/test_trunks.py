@@ -16,8 +16,8 @@ import pytest
 from appliance.pki import make_dev_certificates
 from appliance.sip.dialplan import NumberSettings, RouteRule
 from appliance.store.audit import Actor, records
-from appliance.store.database import open_database, write_transaction
-from appliance.store.migrations import MIGRATIONS, _statements, migrate
+from appliance.store.database import write_transaction
+from appliance.store.migrations import migrate
 from appliance.store.sealed import SealError, seal, unseal
 from appliance.store.sip_dialplan import load_dids, load_number_settings, load_routes, load_trunks
 from appliance.store.tenants import (
@@ -29,7 +29,7 @@ from appliance.store.tenants import (
 )
 from appliance.store.trunk_health import health, record_health
 from appliance.store.trunks import TrunkRepository, TrunkSettings, associated_data
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, database_at
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -607,13 +607,8 @@ def test_invalid_number_settings_are_refused(
 
 def test_migration_4_gives_existing_tenants_the_default_settings(tmp_path: Path) -> None:
     """A database at version 3 with a tenant migrates to 4 with the defaults."""
-    db = open_database(tmp_path / "old.sqlite3")
+    db = database_at(tmp_path / "old.sqlite3", 3)
     try:
-        for version in (1, 2, 3):
-            with write_transaction(db):
-                for statement in _statements(MIGRATIONS[version - 1]):
-                    db.conn.execute(statement)
-                db.conn.execute(f"PRAGMA user_version = {version}")
         with write_transaction(db):
             db.conn.execute(
                 "INSERT INTO tenants (name, domain, max_extensions, max_concurrent_calls,"
