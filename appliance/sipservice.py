@@ -17,7 +17,7 @@ from twisted.application.service import Service
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
-from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -76,6 +76,10 @@ SYSTEM_ACTOR = Actor("system", "appliance")
 #: How often registration changes are written, and the database polled.
 FLUSH_SECONDS = 1.0
 POLL_SECONDS = 2.0
+#: How often the SIP core's timers are checked. A timer fires up to this late,
+#: which SIP's (T1 = 500 ms and up) absorb; in exchange no datagram pays for
+#: rescheduling a reactor timer, and timers due together fire in one batch.
+TIMER_TICK_SECONDS = 0.02
 #: How often call counters are reconciled and closed hours aggregated.
 HOUSEKEEPING_SECONDS = 60.0
 #: How often carriers are located again (answers are cached for their DNS TTL).
@@ -111,7 +115,6 @@ class SipService(Service):
         self.tls_options = tls_options
         self.connections: dict[str, SipStreamProtocol] = {}
         self.counters: dict[str, int] = {}
-        self._timer: IDelayedCall | None = None
         self._pending_saved: dict[tuple[int, str], Binding] = {}
         self._pending_removed: dict[tuple[int, str], Binding] = {}
         self._pending_cdrs: list[CallDetailRecord] = []
@@ -191,7 +194,6 @@ class SipService(Service):
                 self._audit_refusal(action, now)
             elif isinstance(action, TrunkHealth):
                 self._pending_health.append(action)
-        self._rearm()
 
     def _audit_refusal(self, refused: QuotaRefused, now: float) -> None:
         """Audit quota refusals, at most one record per tenant a minute (with the
@@ -359,20 +361,12 @@ class SipService(Service):
             lambda f: self.log.failure("could not persist a block", f)
         )
 
-    def _rearm(self) -> None:
+    def tick(self) -> None:
+        """Fire the SIP core's timers that are due (every TIMER_TICK_SECONDS)."""
+        now = self.reactor.seconds()
         deadline = self.edge.next_timer()
-        if deadline is None:
-            return
-        if self._timer is not None and self._timer.active():
-            if self._timer.getTime() <= deadline:
-                return
-            self._timer.cancel()
-        delay = max(0.0, deadline - self.reactor.seconds())
-        self._timer = self.reactor.callLater(delay, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._perform(self.edge.handle_timer(self.reactor.seconds()))
+        if deadline is not None and deadline <= now:
+            self._perform(self.edge.handle_timer(now))
 
     # -- the store ----------------------------------------------------------
 
@@ -455,7 +449,6 @@ class SipService(Service):
                 self.log.info("block on {ip} lifted from the console", ip=active.ip)
         for entry in stored:
             self.edge.blocklist.restore(entry.ip, entry.since, entry.until, entry.reason, now=now)
-        self._rearm()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -507,6 +500,7 @@ class SipService(Service):
                 "SIP listening on sip:{address} (UDP, internal subnets only)", address=str(address)
             )
         loops = (
+            (TIMER_TICK_SECONDS, self.tick),
             (FLUSH_SECONDS, self.flush),
             (POLL_SECONDS, self.poll),
             (HOUSEKEEPING_SECONDS, self.housekeeping),
@@ -519,7 +513,6 @@ class SipService(Service):
             loop.clock = self.reactor
             loop.start(interval, now=call == self.locate_carriers)
             self._loops.append(loop)
-        self._rearm()
         gatherResults(waits, consumeErrors=True).chainDeferred(self.listening)
 
     def _listen(self, endpoint: object, factory: SipStreamFactory, name: str) -> Deferred[str]:
@@ -536,8 +529,6 @@ class SipService(Service):
         for loop in self._loops:
             if loop.running:
                 loop.stop()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
         for connection in list(self.connections.values()):
             connection.abort()
         media = self.edge.proxy.media
