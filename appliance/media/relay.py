@@ -272,11 +272,14 @@ class Relay:
     ) -> Outgoing | None:
         """The first ``length`` bytes of :attr:`buffer` arrived on our ``port``
         from ``source``: relay them in place, and return what to send (if
-        anything). The per-packet path: RTP is handled here inline."""
-        entry = self._by_port.get(port)
-        if entry is None or length < 12:
+        anything). The per-packet path: RTP is handled here inline, and
+        dictionaries are indexed (a miss is rare) rather than called ``get``."""
+        if length < 12:
             return None
-        session, leg, other = entry
+        try:
+            session, leg, other = self._by_port[port]
+        except KeyError:
+            return None
         buffer = self.buffer
         view = buffer.view
         if port != leg.rtp_port or (leg.rtcp_mux and 72 <= view[1] & 0x7F <= 79):
@@ -296,11 +299,11 @@ class Relay:
             return None
         seq, ssrc = _SEQUENCE_AND_SSRC(view)
         arriving = leg.arriving
-        last = arriving.get(ssrc)
-        if last is None:
+        try:
+            step = (seq - arriving[ssrc]) & 0xFFFF
+        except KeyError:
             arriving[ssrc] = seq
         else:  # count losses from gaps; a late or reordered packet keeps the highest
-            step = (seq - last) & 0xFFFF
             if step < MAX_COUNTED_GAP:
                 if step > 1:
                     leg.lost += step - 1
@@ -310,7 +313,22 @@ class Relay:
         leg.bytes_in += length
         outbound = other.outbound
         if outbound is not None:
-            _renumber(other, view, seq, ssrc)
+            # Outgoing sequence numbers only move forward, per SSRC (inline:
+            # this is the per-packet path), rewritten in the packet when they
+            # differ from its own.
+            try:
+                state = other.leaving[ssrc]
+            except KeyError:
+                other.leaving[ssrc] = _Sequence(seq, seq)
+            else:
+                step = (seq - state.last_in) & 0xFFFF
+                if not 0 < step < MAX_COUNTED_GAP:  # a rewind, a duplicate or a restart:
+                    step = 1  # keep going forward by one
+                out = state.out = (state.out + step) & 0xFFFF
+                state.last_in = seq
+                if out != seq:
+                    view[2] = out >> 8
+                    view[3] = out & 0xFF
             size = outbound.protect_in_place(buffer, size)
         destination = other.peer or other.expected
         if destination is None:
@@ -393,24 +411,6 @@ class Relay:
             for s in self.sessions.values()
             if now - s.last_activity >= self.idle_seconds
         ]
-
-
-def _renumber(leg: Leg, view: memoryview, seq: int, ssrc: int) -> None:
-    """Outgoing sequence numbers that only move forward, per SSRC, written into
-    the packet in ``view`` when they differ from its own."""
-    state = leg.leaving.get(ssrc)
-    if state is None:
-        leg.leaving[ssrc] = _Sequence(seq, seq)
-        return
-    step = (seq - state.last_in) & 0xFFFF
-    if not 0 < step < MAX_COUNTED_GAP:  # a rewind, a duplicate or a restart:
-        step = 1  # keep going forward by one
-    out = (state.out + step) & 0xFFFF
-    state.out = out
-    state.last_in = seq
-    if out != seq:
-        view[2] = out >> 8
-        view[3] = out & 0xFF
 
 
 def _rtcp_of(address: tuple[str, int] | None) -> tuple[str, int] | None:

@@ -67,6 +67,9 @@ _ERRORS: dict[int, tuple[ErrorKind, str]] = {
     26: ("replay", "packet index is too old to consider"),
 }
 _SSRC = struct.Struct("!I").unpack_from
+_FIRST_AND_SSRC = struct.Struct("!B7xI").unpack_from
+_srtp_protect = lib.srtp_protect
+_srtp_unprotect = lib.srtp_unprotect
 
 
 class PacketBuffer:
@@ -139,74 +142,75 @@ class LibsrtpSession:
     def __repr__(self) -> str:
         return "<libsrtp session key=<redacted>>"
 
-    def _new_ssrc(self, ssrc: int) -> None:
-        """Refuse an SSRC beyond the limit before libsrtp makes a stream for it."""
-        if len(self._ssrcs) >= MAX_STREAMS:
-            raise SrtpError("limit", f"more than {MAX_STREAMS} SSRCs")
-
-    # The two RTP methods are the relay's per-packet path, so each does its
-    # work inline rather than through a shared helper (a Python call each).
+    # protect and unprotect are the relay's per-packet path. The common packet
+    # (a plain 12-byte header, a size within the limits, an SSRC the session
+    # already has) passes one test and goes to libsrtp inline; anything else
+    # is checked in full, in order, by the _checked methods.
 
     def protect(self, buffer: PacketBuffer, length: int) -> int:
         """RTP to SRTP (RFC 3711 §3.3)."""
-        view = buffer.view
-        if length > MAX_RTP_LENGTH:
-            raise too_long("RTP", MAX_RTP_LENGTH)
-        if length < 12 or view[0] != 0x80:  # not the plain 12-byte header: check it all
-            rtp_header_length(view[:length])
-        ssrc = _SSRC(view, 8)[0]
-        known = ssrc in self._ssrcs
-        if not known:
-            self._new_ssrc(ssrc)
+        first, ssrc = _FIRST_AND_SSRC(buffer.view)
+        if first != 0x80 or not 12 <= length <= MAX_RTP_LENGTH or ssrc not in self._ssrcs:
+            return self._protect_checked(buffer, length, ssrc)
         cell = self._length
         cell[0] = length
-        status = lib.srtp_protect(self._srtp, buffer.cdata, cell)
+        status = _srtp_protect(self._srtp, buffer.cdata, cell)
         if status:
             raise _error(status)
-        if not known:
-            self._ssrcs.add(ssrc)
         return cell[0]  # type: ignore[no-any-return]
 
     def unprotect(self, buffer: PacketBuffer, length: int) -> int:
         """SRTP to RTP, authenticated and replay-checked (RFC 3711 §3.3)."""
-        view = buffer.view
-        if length > MAX_PACKET_LENGTH:
-            raise too_long("SRTP", MAX_PACKET_LENGTH)
-        header = 12 if length >= 12 and view[0] == 0x80 else rtp_header_length(view[:length])
-        if length < header + self._rtp_tag:
-            raise SrtpError("malformed", "SRTP packet shorter than its header and tag")
-        ssrc = _SSRC(view, 8)[0]
-        known = ssrc in self._ssrcs
-        if not known:
-            self._new_ssrc(ssrc)
+        first, ssrc = _FIRST_AND_SSRC(buffer.view)
+        if (
+            first != 0x80
+            or not 12 + self._rtp_tag <= length <= MAX_PACKET_LENGTH
+            or ssrc not in self._ssrcs
+        ):
+            return self._unprotect_checked(buffer, length, ssrc)
         cell = self._length
         cell[0] = length
-        status = lib.srtp_unprotect(self._srtp, buffer.cdata, cell)
+        status = _srtp_unprotect(self._srtp, buffer.cdata, cell)
         if status:
             raise _error(status)
-        if not known:
-            self._ssrcs.add(ssrc)
         return cell[0]  # type: ignore[no-any-return]
+
+    def _protect_checked(self, buffer: PacketBuffer, length: int, ssrc: int) -> int:
+        if length > MAX_RTP_LENGTH:
+            raise too_long("RTP", MAX_RTP_LENGTH)
+        rtp_header_length(buffer.view[:length])
+        return self._process(_srtp_protect, buffer, length, ssrc)
+
+    def _unprotect_checked(self, buffer: PacketBuffer, length: int, ssrc: int) -> int:
+        if length > MAX_PACKET_LENGTH:
+            raise too_long("SRTP", MAX_PACKET_LENGTH)
+        if length < rtp_header_length(buffer.view[:length]) + self._rtp_tag:
+            raise SrtpError("malformed", "SRTP packet shorter than its header and tag")
+        return self._process(_srtp_unprotect, buffer, length, ssrc)
 
     def protect_rtcp(self, buffer: PacketBuffer, length: int) -> int:
         """RTCP to SRTCP (RFC 3711 §3.4)."""
         if length > MAX_RTCP_LENGTH:
             raise too_long("RTCP", MAX_RTCP_LENGTH)
         check_rtcp(buffer.view[:length], 8)
-        return self._rtcp(lib.srtp_protect_rtcp, buffer, length)
+        return self._process(lib.srtp_protect_rtcp, buffer, length, _SSRC(buffer.view, 4)[0])
 
     def unprotect_rtcp(self, buffer: PacketBuffer, length: int) -> int:
         """SRTCP to RTCP, authenticated and replay-checked (RFC 3711 §3.4)."""
         if length > MAX_PACKET_LENGTH:
             raise too_long("SRTCP", MAX_PACKET_LENGTH)
         check_rtcp(buffer.view[:length], 8 + self._rtcp_trailer)
-        return self._rtcp(lib.srtp_unprotect_rtcp, buffer, length)
+        return self._process(lib.srtp_unprotect_rtcp, buffer, length, _SSRC(buffer.view, 4)[0])
 
-    def _rtcp(self, function: Callable[..., int], buffer: PacketBuffer, length: int) -> int:
-        ssrc = _SSRC(buffer.view, 4)[0]
+    def _process(
+        self, function: Callable[..., int], buffer: PacketBuffer, length: int, ssrc: int
+    ) -> int:
+        """``function`` on the packet, keeping count of the SSRCs seen: a new one
+        beyond the limit is refused before libsrtp makes a stream for it, and
+        is counted only once libsrtp accepted its packet."""
         known = ssrc in self._ssrcs
-        if not known:
-            self._new_ssrc(ssrc)
+        if not known and len(self._ssrcs) >= MAX_STREAMS:
+            raise SrtpError("limit", f"more than {MAX_STREAMS} SSRCs")
         cell = self._length
         cell[0] = length
         status = function(self._srtp, buffer.cdata, cell)

@@ -160,12 +160,11 @@ class MediaSockets:
         ipv6 = self.family == socket.AF_INET6
         now = self.clock.seconds()
         for fd, _ in self.poller.poll(0, MAX_EVENTS):
-            entry = by_fd.get(fd)
-            if entry is None:
-                continue
-            port, recvfrom_into = entry
             try:
+                port, recvfrom_into = by_fd[fd]
                 length, source = recvfrom_into(view, MAX_PACKET_BYTES)
+            except KeyError:  # closed since (not in the batch's relaying, but be safe)
+                continue
             except OSError:  # nothing after all, or an ICMP error queued on it
                 continue
             if ipv6:  # (host, port, flowinfo, scope_id): the relay keys on (host, port)
@@ -178,12 +177,12 @@ class MediaSockets:
                 continue
             if outgoing is not None:
                 port, destination, length = outgoing
-                sendto = sendto_of.get(port)
-                if sendto is not None:
-                    try:
-                        sendto(view[:length], destination)
-                    except OSError:  # a full or failing socket drops it, as a network would
-                        self._count("send_errors")
+                try:
+                    sendto_of[port](view[:length], destination)
+                except KeyError:  # the relay chose a port we do not hold: nothing to send
+                    continue
+                except OSError:  # a full or failing socket drops it, as a network would
+                    self._count("send_errors")
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
         """The reactor let go of the epoll set (at shutdown)."""
