@@ -99,6 +99,10 @@ class Call:
     #: Added to the caller's CSeq numbers toward the callee: one for each time we
     #: re-sent the INVITE to answer a carrier's challenge.
     callee_cseq_offset: int = 0
+    #: Early dialogs with the callee's branches, by their To tag, until one
+    #: answers: a provisional response with a tag creates one (§12.1), and
+    #: PRACK (RFC 3262), UPDATE (RFC 3311) and INFO travel in it before the 2xx.
+    early: dict[str, Leg] = field(default_factory=dict)
     #: The relay's ports and both legs' negotiation, from admission to the end.
     media: CallMedia | None = None
     #: Why we ended it ourselves when that is not plain from ``hangup_by``

@@ -79,10 +79,16 @@ def is_sdp(message: Message) -> bool:
 
 def with_cseq(message: Message, rewrite: Rewrite, offset: int) -> None:
     """Shift a request's CSeq number by ``offset`` (kept per call leg once we had
-    to re-send its INVITE with the next number)."""
-    if offset:
-        field_ = message.all("cseq")[0]
-        rewrite.replace(field_, f"{message.cseq.number + offset} {message.cseq.method}")
+    to re-send its INVITE with the next number), and a PRACK's RAck with it: it
+    names the INVITE by that number (RFC 3262 §7.2)."""
+    if not offset:
+        return
+    field_ = message.all("cseq")[0]
+    rewrite.replace(field_, f"{message.cseq.number + offset} {message.cseq.method}")
+    for rack in message.all("rack"):
+        fields = rack.value.split()
+        if len(fields) == 3 and fields[1].isdigit():
+            rewrite.replace(rack, f"{fields[0]} {int(fields[1]) + offset} {fields[2]}")
 
 
 def ack_for_failure(request: Message, response_raw: bytes) -> bytes:

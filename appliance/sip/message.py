@@ -438,6 +438,8 @@ def _field_bytes(name: str, value: str) -> bytes:
 _LONG_NAMES = {
     "call-id": "Call-ID",
     "cseq": "CSeq",
+    "rack": "RAck",
+    "rseq": "RSeq",
     "www-authenticate": "WWW-Authenticate",
 }
 

@@ -390,13 +390,27 @@ class Proxy:
             call, upstream, branch.flow, authorized, new_id, now, trunk, authenticated=True
         )
 
+    def _callee_leg(self, branch: Branch, response: Message, *, cseq: int) -> Leg:
+        """The callee's side of the dialog ``response`` (a 1xx or 2xx with a tag)
+        creates on ``branch``."""
+        contact = response.contacts[0].uri if response.contacts else ""
+        routes = routes_toward_callee(self.addresses, self.directory, response)
+        return Leg(branch.flow, response.to.tag, contact, cseq, routes)
+
     def _in_dialog(self, message: Message, flow: Flow, now: float) -> list[Action]:
         call = self.calls.get(message.call_id)
-        if call is None or call.callee_leg is None:
+        callee = None
+        if call is not None:
+            callee = (
+                call.callee_leg
+                or call.early.get(message.to.tag or "")
+                or call.early.get(message.from_.tag or "")
+            )
+        if call is None or callee is None:
             if message.method == "ACK":
                 return []
             raise SipError(481, "Call/Transaction Does Not Exist")
-        source, target = dialog_legs(call.caller_leg, call.callee_leg, message, flow)
+        source, target = dialog_legs(call.caller_leg, callee, message, flow)
         if not self._reachable(target.flow):
             raise SipError(480, "Temporarily Unavailable")
         source.cseq = max(source.cseq, message.cseq.number)
@@ -424,9 +438,11 @@ class Proxy:
             with_body(message, rewrite, b"")
         data = rewrite.to_bytes()
         actions: list[Action] = []
-        if message.method == "BYE":
+        if message.method == "BYE" and call.state == "answered":
             hangup = "caller" if source is call.caller_leg else "callee"
             actions += self._ended(call, now, status=200, hangup_by=hangup)
+        elif message.method == "BYE":  # an early dialog's: the INVITE's answer (487) ends it
+            call.cancelled_by = "caller" if source is call.caller_leg else "callee"
         if message.method == "ACK":
             actions.append(Send(target.flow, data))
             if refused:  # the answer in the ACK is unusable: the call cannot have media
@@ -554,6 +570,9 @@ class Proxy:
         actions: list[Action] = []
         if status < 200:
             branch.provisional = True
+            tag = message.to.tag
+            if call is not None and status > 100 and tag and call.callee_leg is None:
+                call.early.setdefault(tag, self._callee_leg(branch, message, cseq=0))
             if call is not None and status >= 180 and call.ringing_at is None:
                 call.ringing_at = now
                 call.state = "ringing"
@@ -575,9 +594,13 @@ class Proxy:
         if status < 300:
             if call is not None and not upstream.answered:
                 upstream.answered, upstream.winner = True, branch.id
-                contact = message.contacts[0].uri if message.contacts else ""
-                routes = routes_toward_callee(self.addresses, self.directory, message)
-                call.callee_leg = Leg(branch.flow, message.to.tag, contact, 0, routes)
+                # The 2xx confirms its dialog: target and route set come from it
+                # (§13.2.2.4); requests the callee sent while early keep counting.
+                early = call.early.get(message.to.tag or "")
+                call.callee_leg = self._callee_leg(
+                    branch, message, cseq=early.cseq if early else 0
+                )
+                call.early.clear()
                 call.answered_at = now
                 call.state = "answered"
                 actions.append(live_call(call))

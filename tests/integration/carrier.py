@@ -413,12 +413,15 @@ m=audio [media_port] RTP/AVP 0
 a=rtpmap:0 PCMU/8000
 """
 
-_UAS = (
-    """\
+_UAS_HEAD = """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="the called party behind the carrier">
+"""
+_UAS_INVITE = """\
   <recv request="INVITE" crlf="true"/>
+"""
+_UAS_RINGING = """\
   <send>
     <![CDATA[
 
@@ -434,6 +437,85 @@ Content-Length: 0
 
     ]]>
   </send>
+"""
+#: The 180 sent reliably (RFC 3262), repeated until the PRACK comes; the PRACK
+#: is answered, then the INVITE. sipp's ``[last_...]`` then name the PRACK, so
+#: the INVITE's headers are kept in variables when it arrives: its three Vias
+#: and three Record-Routes (Kamailio's two, double record-routing TLS to UDP,
+#: and the appliance's), one field each, as the two write them.
+_UAS_RELIABLE_RINGING = (
+    """\
+  <send retrans="500">
+    <![CDATA[
+
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_Record-Route:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Require: 100rel
+RSeq: 1
+Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="PRACK" crlf="true"/>
+  <send>
+    <![CDATA[
+
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+
+SIP/2.0 200 OK
+Via:[$via1]
+Via:[$via2]
+Via:[$via3]
+Record-Route:[$rr1]
+Record-Route:[$rr2]
+Record-Route:[$rr3]
+From:[$from]
+To:[$to];tag=[pid]SIPpTag01[call_number]
+Call-ID:[$call_id]
+CSeq:[$cseq]
+Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
+"""
+    + _SIPP_SDP
+    + """
+    ]]>
+  </send>
+"""
+)
+_UAS_KEEP_INVITE = """\
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="Via:" occurrence="1" assign_to="via1"/>
+      <ereg regexp=".*" search_in="hdr" header="Via:" occurrence="2" assign_to="via2"/>
+      <ereg regexp=".*" search_in="hdr" header="Via:" occurrence="3" assign_to="via3"/>
+      <ereg regexp=".*" search_in="hdr" header="Record-Route:" occurrence="1" assign_to="rr1"/>
+      <ereg regexp=".*" search_in="hdr" header="Record-Route:" occurrence="2" assign_to="rr2"/>
+      <ereg regexp=".*" search_in="hdr" header="Record-Route:" occurrence="3" assign_to="rr3"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="to"/>
+      <ereg regexp=".*" search_in="hdr" header="Call-ID:" assign_to="call_id"/>
+      <ereg regexp=".*" search_in="hdr" header="CSeq:" assign_to="cseq"/>
+    </action>
+  </recv>
+"""
+_UAS_ANSWER = (
+    """\
   <send retrans="500">
     <![CDATA[
 
@@ -450,6 +532,9 @@ Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
     + """
     ]]>
   </send>
+"""
+)
+_UAS_HANG_UP = """\
   <recv request="ACK" crlf="true"/>
   <recv request="BYE"/>
   <send>
@@ -467,7 +552,6 @@ Content-Length: 0
   </send>
 </scenario>
 """
-)
 
 _UAC = (
     """\
@@ -639,10 +723,16 @@ class Sipp:
         self.process.stop()
 
 
-def sipp_uas(directory: Path, *, port: int, env: dict[str, str]) -> Sipp:
+def sipp_uas(directory: Path, *, port: int, env: dict[str, str], reliable: bool = False) -> Sipp:
     """A sipp UAS on :data:`NETWORK_IP`:``port`` that answers one INVITE with 180
-    and 200, then takes the ACK and answers the BYE."""
-    return Sipp(directory, _UAS, port=port, remote=None, env=env)
+    and 200, then takes the ACK and answers the BYE. ``reliable``: the 180 is
+    sent reliably (RFC 3262) and the call answered once its PRACK has come."""
+    if reliable:
+        middle = _UAS_KEEP_INVITE + _UAS_RELIABLE_RINGING
+    else:
+        middle = _UAS_INVITE + _UAS_RINGING + _UAS_ANSWER
+    scenario = _UAS_HEAD + middle + _UAS_HANG_UP
+    return Sipp(directory, scenario, port=port, remote=None, env=env)
 
 
 def sipp_uac(

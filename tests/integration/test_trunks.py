@@ -360,6 +360,76 @@ def test_our_bye_reaches_the_carrier_along_its_route_set(
         assert (record["disposition"], record["hangup_by"]) == ("answered", "system"), record
 
 
+def test_a_reliable_ringing_is_pracked_through_kamailio(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The sipp UAS behind Kamailio rings reliably (RFC 3262: Require 100rel,
+    RSeq) and answers only once its PRACK has come. The phone's PRACK travels
+    in the early dialog through the appliance and Kamailio (which routes it by
+    Route), with its RAck naming the INVITE the UAS saw: the one the appliance
+    re-sent with a higher CSeq to answer Kamailio's 407. The PRACK's 200 and
+    then the INVITE's come back; ACK and BYE end the call, and sipp completes
+    its scenario."""
+    plan, pki = carrier_plan
+    domain = sip_instance.domain
+    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
+    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
+
+    with ExitStack() as stack:
+        _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
+        uas = _start_sipp(
+            stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env, reliable=True)
+        )
+        _start_appliance(stack, sip_instance, child_env)
+        phone = _register(stack, sip_instance)
+
+        call_id = f"{secrets.token_hex(8)}@trunk-100rel"
+        client = phone.client
+        phone.socket.send(client.invite(DIALLED, call_id=call_id, extra=("Supported: 100rel",)))
+        challenge = phone.socket.receive()
+        assert challenge.status == 407, challenge.wire
+        uri = f"sip:{DIALLED}@{client.domain}"
+        authorization = client.authorization(challenge, method="INVITE", uri=uri)
+        invite = client.invite(
+            DIALLED, call_id=call_id, authorization=authorization, extra=("Supported: 100rel",)
+        )
+        phone.socket.send(invite)
+        ringing = phone.socket.receive()
+        while ringing.status == 100:
+            ringing = phone.socket.receive()
+        assert (ringing.status, ringing.first("require"), ringing.first("rseq")) == (
+            180,
+            "100rel",
+            "1",
+        ), ringing.wire
+        invite_cseq = ringing.cseq.number
+        rack = f"RAck: 1 {invite_cseq} INVITE\r\nContent-Length:".encode()
+        phone.socket.send(phone.in_dialog("PRACK", ringing).replace(b"Content-Length:", rack, 1))
+        finals: dict[str, Message] = {}
+        while len(finals) < 2:  # the PRACK's answer and the INVITE's, 180s again between
+            message = phone.socket.receive()
+            if message.status >= 200:
+                finals[message.cseq.method] = message
+        assert finals["PRACK"].status == 200, finals["PRACK"].wire
+        answer = finals["INVITE"]
+        assert (answer.status, answer.cseq.number) == (200, invite_cseq), answer.wire
+        phone.socket.send(phone.in_dialog("ACK", answer))
+        phone.socket.send(phone.in_dialog("BYE", answer))
+        bye_answer, _ = phone.receive_final()
+        assert (bye_answer.status, bye_answer.cseq.method) == (200, "BYE"), bye_answer.wire
+        assert uas.wait() == 0, uas.describe()
+
+        (seen_invite,) = uas.received_requests("INVITE")
+        (prack,) = uas.received_requests("PRACK")
+        (seen_cseq,) = seen_invite.headers("CSeq")
+        assert prack.headers("RAck") == [f"1 {seen_cseq}"], prack.text
+        assert seen_cseq == f"{invite_cseq + 1} INVITE", seen_invite.text
+
+
 def test_inbound_call_from_kamailio_reaches_the_did(
     sip_instance: SipInstance,
     carrier_plan: tuple[CarrierPlan, CarrierPki],

@@ -250,3 +250,84 @@ def test_an_inbound_call_over_the_quota_is_recorded_as_inbound() -> None:
     assert _only(actions, CARRIER).status == 503
     (ended,) = _records(actions)
     assert (ended.record.direction, ended.record.disposition) == ("inbound", "rejected-quota")
+
+
+def _reliable(response: bytes, rseq: int) -> bytes:
+    """``response`` sent reliably (RFC 3262): Require 100rel and an RSeq."""
+    return response.replace(
+        b"Content-Length:", f"Require: 100rel\r\nRSeq: {rseq}\r\nContent-Length:".encode(), 1
+    )
+
+
+def test_prack_and_update_travel_in_the_early_dialog() -> None:
+    """A carrier sends a reliable 183 (RFC 3262) to the INVITE we re-sent with its
+    credentials: the caller's PRACK reaches it in that early dialog, with CSeq and
+    RAck shifted to the number of the INVITE it saw, and its 200 comes back with
+    the caller's CSeq. The carrier's UPDATE (RFC 3311) in the early dialog
+    reaches the caller. A PRACK naming no early dialog is 481. The 200 then
+    confirms the dialog as usual."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    invite = _only(_dial(edge, alice, "01632960123"), CARRIER)
+    challenge = CARRIER_PHONE.answer(invite, 407, "Proxy Authentication Required").replace(
+        b"Contact:",
+        b'Proxy-Authenticate: Digest realm="carrier.example", nonce="n1", qop="auth"\r\nContact:',
+    )
+    _ack, retried = _to(_send_carrier(edge, challenge), CARRIER)
+    progress = _only(
+        _send_carrier(
+            edge,
+            _reliable(CARRIER_PHONE.answer(retried, 183, "Session Progress", tag="carrier"), 1),
+        ),
+        alice.flow,
+    )
+    assert (progress.status, progress.cseq.number, progress.first("rseq")) == (
+        183,
+        invite.cseq.number,
+        "1",
+    )
+    stray = alice.client.in_dialog("PRACK", progress).replace(b"tag=carrier", b"tag=other")
+    assert _only(_send(edge, alice, stray), alice.flow).status == 481
+    rack = f"RAck: 1 {invite.cseq.number} INVITE\r\nContent-Length:".encode()
+    prack = alice.client.in_dialog("PRACK", progress).replace(b"Content-Length:", rack, 1)
+    forwarded = _only(_send(edge, alice, prack), CARRIER)
+    assert forwarded.method == "PRACK" and forwarded.uri == progress.contacts[0].uri
+    assert forwarded.first("rack") == f"1 {retried.cseq.number} INVITE"
+    assert forwarded.cseq.number == parse_datagram(prack).cseq.number + 1
+    prack_ok = _only(
+        _send_carrier(edge, CARRIER_PHONE.answer(forwarded, 200, "OK", tag="carrier")), alice.flow
+    )
+    assert (prack_ok.status, prack_ok.cseq.method, prack_ok.cseq.number) == (
+        200,
+        "PRACK",
+        parse_datagram(prack).cseq.number,
+    )
+    host, port = alice.client.local
+    update = (
+        "\r\n".join(
+            [
+                f"UPDATE sip:1001@{host}:{port};transport=tls SIP/2.0",
+                "Via: SIP/2.0/TLS 127.0.0.50:5061;branch=z9hG4bKcarrier-update",
+                "Max-Forwards: 70",
+                f"From: {retried.first('to')};tag=carrier",
+                f"To: {retried.first('from')}",
+                f"Call-ID: {retried.call_id}",
+                "CSeq: 1 UPDATE",
+                f"Route: {retried.first('record-route')}",
+                "Content-Length: 0",
+            ]
+        )
+        + "\r\n\r\n"
+    ).encode()
+    relayed = _only(_send_carrier(edge, update), alice.flow)
+    assert (relayed.method, relayed.to.tag, relayed.from_.tag) == (
+        "UPDATE",
+        invite.from_.tag,
+        "carrier",
+    )
+    answer = _only(
+        _send_carrier(edge, CARRIER_PHONE.answer(retried, 200, "OK", tag="carrier")), alice.flow
+    )
+    assert answer.status == 200
+    call = edge.proxy.calls[invite.call_id]
+    assert call.callee_leg is not None and call.callee_leg.tag == "carrier" and call.early == {}
