@@ -442,6 +442,24 @@ def test_a_request_refused_before_its_caller_is_known_is_not_a_call() -> None:
     assert _only(refused, alice.flow).status == 403 and _records(refused) == []
 
 
+def test_a_bye_in_an_early_dialog_ends_the_call_with_the_invites_answer() -> None:
+    """The caller may end an early dialog with BYE (§15): it reaches the callee, and
+    the call ends, recorded as cancelled by the caller, when the INVITE's 487
+    comes back."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    ringing = _only(_send(edge, bob, bob.client.answer(invite, 180, "Ringing")), alice.flow)
+    bye = _send(edge, alice, alice.client.in_dialog("BYE", ringing))
+    assert _only(bye, bob.flow).method == "BYE" and _records(bye) == []
+    _send(edge, bob, bob.client.answer(_only(bye, bob.flow), 200, "OK"))
+    ended = _send(edge, bob, bob.client.answer(invite, 487, "Request Terminated"))
+    assert _only(ended, alice.flow).status == 487
+    (record,) = _records(ended)
+    assert (record.record.disposition, record.record.hangup_by) == ("cancelled", "caller")
+    assert edge.proxy.admission.count(1) == 0
+
+
 def test_reconciliation_corrects_drift() -> None:
     """Reconciliation resets counters to the calls actually live and reports drift."""
     edge = _edge()
