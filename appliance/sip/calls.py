@@ -106,8 +106,11 @@ class Call:
     #: The relay's ports and both legs' negotiation, from admission to the end.
     media: CallMedia | None = None
     #: Why we ended it ourselves when that is not plain from ``hangup_by``
-    #: (``media-timeout``): recorded in the CDR's media fields.
+    #: (``media-timeout``, ``session-expired``): recorded in the CDR's media fields.
     end_reason: str | None = None
+    #: When the session dies unless refreshed, while the phones use RFC 4028
+    #: session timers (the last 2xx to the INVITE or a refresh said for how long).
+    session_expires_at: float | None = None
 
     def end(
         self,

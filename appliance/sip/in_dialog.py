@@ -109,5 +109,23 @@ def refuse_answer(
     return _encode(ack), _encode(bye)
 
 
+#: The shortest session interval RFC 4028 allows (§4, Min-SE): a shorter one
+#: would end calls early, so it counts as this.
+MIN_SESSION_INTERVAL = 90
+
+
+def session_interval(answer: Message) -> int | None:
+    """The session interval a 2xx sets with Session-Expires (RFC 4028 §4:
+    ``delta-seconds *(;param)``), None when it has none (no session timer) or
+    one we cannot read."""
+    value = answer.first("session-expires")
+    if value is None:
+        return None
+    delta = value.partition(";")[0].strip(" \t")
+    if not delta.isdigit() or not delta.isascii() or len(delta) > 10:
+        return None
+    return max(int(delta), MIN_SESSION_INTERVAL)
+
+
 def _encode(lines: list[str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -52,7 +52,13 @@ from appliance.sip.forwarding import (
     with_cseq,
     without_top_via,
 )
-from appliance.sip.in_dialog import bye_request, dialog_legs, dialog_transactions, refuse_answer
+from appliance.sip.in_dialog import (
+    bye_request,
+    dialog_legs,
+    dialog_transactions,
+    refuse_answer,
+    session_interval,
+)
 from appliance.sip.message import Message, Rewrite, parse_datagram
 from appliance.sip.proxy_address import (
     ProxyAddress,
@@ -390,6 +396,21 @@ class Proxy:
             call, upstream, branch.flow, authorized, new_id, now, trunk, authenticated=True
         )
 
+    def _session_refreshed(self, call: Call, answer: Message, now: float) -> None:
+        """RFC 4028: a 2xx to the INVITE or to a refresh (re-INVITE, UPDATE) that
+        carries Session-Expires says when the session dies unless refreshed again,
+        and the call ends then (both phones would have sent BYE by that time);
+        one without turns the session timer off, and the maximum duration
+        applies again."""
+        interval = session_interval(answer)
+        if interval is None:
+            if call.session_expires_at is not None:  # turned off
+                call.session_expires_at = None
+                self.timers.push(max(call.deadline, now), "deadline", call.call_id)
+            return
+        call.session_expires_at = now + interval
+        self.timers.push(call.session_expires_at, "session", call.call_id)
+
     def _callee_leg(self, branch: Branch, response: Message, *, cseq: int) -> Leg:
         """The callee's side of the dialog ``response`` (a 1xx or 2xx with a tag)
         creates on ``branch``."""
@@ -605,6 +626,11 @@ class Proxy:
                 call.state = "answered"
                 actions.append(live_call(call))
                 actions += self._cancel_branches(upstream, now, skip=branch.id)
+                self._session_refreshed(call, message, now)
+            elif call is None and upstream.message.method in ("INVITE", "UPDATE"):
+                refreshed = self.calls.get(upstream.message.call_id)
+                if refreshed is not None and refreshed.state == "answered":
+                    self._session_refreshed(refreshed, message, now)
             return actions + sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
@@ -789,7 +815,9 @@ class Proxy:
                 if upstream.message.call_id == call.call_id and upstream.message.method == "INVITE"
                 for action in self._cancel_branches(upstream, now)
             ]
-        if kind == "deadline":
+        if kind == "session":
+            call.end_reason = "session-expired"
+        if kind in ("deadline", "session"):
             return self._hang_up(call, now, hangup_by="system")
         del self.calls[call.call_id]  # reap: retransmissions of its BYE have had their time
         return []

@@ -79,8 +79,10 @@ class ProxyTimers:
             return False
         if kind == "ring":
             return call.state in ("proceeding", "ringing")
-        if kind == "deadline":
-            return call.state != "ended" and call.deadline == when
+        if kind == "deadline":  # the longest life, for calls without session timers
+            return call.state != "ended" and call.deadline == when and not call.session_expires_at
+        if kind == "session":
+            return call.state == "answered" and call.session_expires_at == when
         return kind == "reap" and call.state == "ended"
 
     def next_timer(self) -> float | None:

@@ -638,3 +638,48 @@ def test_a_second_fork_answering_is_ended_not_passed_up() -> None:
     assert _to(late, alice.flow) == []
     session = next(iter(cast(Relay, edge.proxy.media).sessions.values()))
     assert session.b.expected == ("127.0.0.20", 40002)
+
+
+def _with_session_timer(response: bytes, header: str) -> bytes:
+    return response.replace(b"Content-Length:", f"{header}\r\nContent-Length:".encode(), 1)
+
+
+def test_session_timers_end_a_call_nobody_refreshes() -> None:
+    """RFC 4028: the 2xx's Session-Expires sets when the session dies unless
+    refreshed; a re-INVITE's 2xx refreshes it (here with a new interval). A call
+    left unrefreshed past that ends with BYE on both legs, recorded with
+    end_reason session-expired, and the maximum duration no longer cuts a call
+    whose phones refresh it."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    answer = _with_session_timer(
+        bob.client.answer(invite, 200, "OK"), "Session-Expires: 1800;refresher=uac"
+    )
+    answered = _only(_send(edge, bob, answer), alice.flow)
+    _send(edge, alice, alice.client.in_dialog("ACK", answered))
+    assert _to(edge.handle_timer(NOW + 1799), bob.flow) == []
+    reinvite = _only(
+        _send(edge, alice, alice.client.in_dialog("INVITE", answered), NOW + 1000), bob.flow
+    )
+    refreshed = _with_session_timer(bob.client.answer(reinvite, 200, "OK"), "x: 3000")
+    assert _only(_send(edge, bob, refreshed, NOW + 1000), alice.flow).status == 200
+    assert _to(edge.handle_timer(NOW + 3600), bob.flow) == []  # no maximum duration
+    assert _to(edge.handle_timer(NOW + 3999), bob.flow) == []
+    actions = edge.handle_timer(NOW + 4000)
+    assert _only(actions, alice.flow).method == "BYE" and _only(actions, bob.flow).method == "BYE"
+    (ended,) = _records(actions)
+    assert ended.record.media["end_reason"] == "session-expired"
+    assert ended.record.hangup_by == "system"
+
+
+def test_an_interval_below_rfc_4028s_minimum_counts_as_90_seconds() -> None:
+    """Session-Expires: 10 would end calls early: it counts as 90 s (Min-SE)."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    _send(
+        edge, bob, _with_session_timer(bob.client.answer(invite, 200, "OK"), "Session-Expires: 10")
+    )
+    assert _records(edge.handle_timer(NOW + 89)) == []
+    assert _records(edge.handle_timer(NOW + 90))
