@@ -19,73 +19,51 @@ step failing closed with the SIP status the edge answers:
 In-dialog requests follow the Record-Route we inserted: they are matched to
 their call by Call-ID and tags and sent over the other leg's flow.
 
-This module holds the :class:`Proxy` and the order of its work; the records it
-keeps are in ``proxy_state``, and the parts that read on their own beside it
-in ``proxy_auth`` (step 1), ``proxy_address`` (step 2, Via and Record-Route),
-``call_media`` (step 4 and every answer), ``quota`` (step 5), ``carriers``
-(trunks), ``in_dialog`` and ``proxy_timers``.
+This module holds the :class:`Proxy`, the order of its work on requests and
+its timers. Its methods for responses are in ``proxy_responses`` and those for
+dialogs (in-dialog requests, session timers, hanging up) in
+``proxy_dialogs``, both mixed in (``proxy_parts`` says what they use of the
+whole). The records it keeps are in ``proxy_state``, and the parts that read on
+their own beside it in ``call_parties`` and ``proxy_auth`` (step 1),
+``proxy_address`` (step 2, Via and Record-Route), ``call_media`` (step 4 and
+every answer), ``quota`` (refusals and step 5), ``carriers`` (trunks),
+``in_dialog`` and ``proxy_timers``.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from appliance.media.policy import OfferPlan
 from appliance.sip import digest
-from appliance.sip.actions import Action, CallEnded, Send
+from appliance.sip.actions import Action, Send
 from appliance.sip.blocklist import Blocklist
 from appliance.sip.call_media import CallMedia, MediaPorts
 from appliance.sip.call_parties import Parties, call_parties, caller_srtp, identify_caller
 from appliance.sip.calls import Admission, Call, Leg
-from appliance.sip.carriers import ping_branch, pinged, toward_carrier, with_trunk_credentials
+from appliance.sip.carriers import ping_branch, pinged, toward_carrier
 from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import SipDirectory
 from appliance.sip.errors import SipError
 from appliance.sip.forking import cancel_branch, forked_invite, invite_branch
-from appliance.sip.forwarding import (
-    is_sdp,
-    strip_for_forwarding,
-    synthetic_timeout,
-    with_body,
-    with_cseq,
-    without_top_via,
-)
-from appliance.sip.in_dialog import (
-    bye_request,
-    dialog_legs,
-    dialog_transactions,
-    refuse_answer,
-    session_interval,
-)
-from appliance.sip.message import Message, Rewrite, parse_datagram
-from appliance.sip.proxy_address import (
-    ProxyAddress,
-    pop_our_routes,
-    record_routes,
-    routes_toward_callee,
-    routes_toward_caller,
-    via,
-)
-from appliance.sip.proxy_state import Branch, Upstream, live_call, method_of, sends, server_key
+from appliance.sip.forwarding import synthetic_timeout
+from appliance.sip.message import Message
+from appliance.sip.proxy_address import ProxyAddress, record_routes, routes_toward_caller, via
+from appliance.sip.proxy_dialogs import Dialogs
+from appliance.sip.proxy_responses import Responses
+from appliance.sip.proxy_state import Branch, Upstream, live_call, sends, server_key
 from appliance.sip.proxy_timers import ProxyTimers
 from appliance.sip.quota import CallRefusedError, QuotaError, refused_call
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
-from appliance.sip.sdp_exchange import Refused, plan_targets, read_offer
-from appliance.sip.transaction import (
-    DeliverResponse,
-    InviteServerTransaction,
-    NonInviteClientTransaction,
-    Timeout,
-)
+from appliance.sip.sdp_exchange import plan_targets, read_offer
+from appliance.sip.transaction import InviteServerTransaction, Timeout
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
 RING_TIMEOUT_SECONDS = 180.0
-#: How long an ended call is remembered, for late in-dialog requests (64*T1).
-REAP_AFTER_SECONDS = 32.0
 #: A call's longest life when its phones use no session timers: then it is
 #: ended with BYE on both legs, so a lost BYE cannot hold a quota slot forever.
 DEFAULT_MAX_CALL_SECONDS = 4 * 3600.0
@@ -97,7 +75,7 @@ IN_DIALOG_METHODS = frozenset(
 )
 
 
-class Proxy:
+class Proxy(Responses, Dialogs):
     """Routes calls between registered phones of one tenant."""
 
     def __init__(
@@ -379,117 +357,6 @@ class Proxy:
         call.branches.append(branch.id)
         return sends(target, branch.transaction.start(now))
 
-    def _answer_carrier(self, branch: Branch, challenge: Message, now: float) -> list[Action]:
-        """Answer a carrier's 401/407 with the trunk's credentials, once, on a new
-        branch that replaces the challenged one."""
-        trunk, upstream, call = branch.trunk, branch.upstream, branch.call
-        assert trunk is not None and upstream is not None and call is not None
-        new_id = self._branch_id()
-        authorized = with_trunk_credentials(branch.request, trunk, challenge, lambda: new_id)
-        if authorized is None:
-            return []
-        upstream.branches.remove(branch.id)
-        call.callee_cseq_offset += 1
-        if call.media is not None:
-            call.media.rebranch(branch.id, new_id)
-        return self._start_branch(
-            call, upstream, branch.flow, authorized, new_id, now, trunk, authenticated=True
-        )
-
-    def _session_refreshed(self, call: Call, answer: Message, now: float) -> None:
-        """RFC 4028: a 2xx to the INVITE or to a refresh (re-INVITE, UPDATE) that
-        carries Session-Expires says when the session dies unless refreshed again,
-        and the call ends then (both phones would have sent BYE by that time);
-        one without turns the session timer off, and the maximum duration
-        applies again."""
-        interval = session_interval(answer)
-        if interval is None:
-            if call.session_expires_at is not None:  # turned off
-                call.session_expires_at = None
-                self.timers.push(max(call.deadline, now), "deadline", call.call_id)
-            return
-        call.session_expires_at = now + interval
-        self.timers.push(call.session_expires_at, "session", call.call_id)
-
-    def _callee_leg(self, branch: Branch, response: Message, *, cseq: int) -> Leg:
-        """The callee's side of the dialog ``response`` (a 1xx or 2xx with a tag)
-        creates on ``branch``."""
-        contact = response.contacts[0].uri if response.contacts else ""
-        routes = routes_toward_callee(self.addresses, self.directory, response)
-        return Leg(branch.flow, response.to.tag, contact, cseq, routes)
-
-    def _in_dialog(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        call = self.calls.get(message.call_id)
-        callee = None
-        if call is not None:
-            callee = (
-                call.callee_leg
-                or call.early.get(message.to.tag or "")
-                or call.early.get(message.from_.tag or "")
-            )
-        if call is None or callee is None:
-            if message.method == "ACK":
-                return []
-            raise SipError(481, "Call/Transaction Does Not Exist")
-        source, target = dialog_legs(call.caller_leg, callee, message, flow)
-        if not self._reachable(target.flow):
-            raise SipError(480, "Temporarily Unavailable")
-        source.cseq = max(source.cseq, message.cseq.number)
-        rewrite = Rewrite(message)
-        if source is call.caller_leg:
-            with_cseq(message, rewrite, call.callee_cseq_offset)
-        pop_our_routes(self.addresses, self.directory, message, rewrite)
-        strip_for_forwarding(message, rewrite, source=flow.remote, keep_routes=True)
-        branch_id = self._branch_id()
-        rewrite.insert_first("Via", via(self.addresses, target.flow, branch_id))
-        media, refused = call.media, False
-        offering = media is not None and (
-            message.method == "INVITE" or (message.method == "UPDATE" and bool(message.body))
-        )
-        if media is not None and message.method == "ACK" and media.awaiting_ack:
-            answered = media.ack(message, now)
-            refused = isinstance(answered, Refused)
-            with_body(message, rewrite, b"" if isinstance(answered, Refused) else answered)
-        elif media is not None and offering and message.body:
-            from_caller = source is call.caller_leg
-            with_body(message, rewrite, media.reoffer(branch_id, message, from_caller=from_caller))
-        elif media is not None and offering:  # a re-INVITE without an offer
-            media.expect_offer(branch_id, from_caller=target is call.caller_leg)
-        elif is_sdp(message):  # an SDP where we take no offer (PRACK...): never passed on
-            with_body(message, rewrite, b"")
-        data = rewrite.to_bytes()
-        actions: list[Action] = []
-        if message.method == "BYE" and call.state == "answered":
-            hangup = "caller" if source is call.caller_leg else "callee"
-            actions += self._ended(call, now, status=200, hangup_by=hangup)
-        elif message.method == "BYE":  # an early dialog's: the INVITE's answer (487) ends it
-            call.cancelled_by = "caller" if source is call.caller_leg else "callee"
-        if message.method == "ACK":
-            actions.append(Send(target.flow, data))
-            if refused:  # the answer in the ACK is unusable: the call cannot have media
-                call.end_reason = "sdp-answer-refused"
-                actions += self._hang_up(call, now, hangup_by="system")
-            return actions
-        transaction, server = dialog_transactions(
-            message.method,
-            data,
-            reliable_down=target.flow.transport != "udp",
-            reliable_up=flow.transport != "udp",
-            now=now,
-        )
-        server.receive_request(message.wire, now)
-        key = server_key(message)
-        upstream = Upstream(message, flow, server, key, [branch_id])
-        self._upstream[key] = upstream
-        self._branches[branch_id] = Branch(
-            branch_id, target.flow, data, transaction, None, upstream
-        )
-        if offering:
-            self._branches[branch_id].media = call.media
-        self.timers.touch("upstream", key)
-        self.timers.touch("branch", branch_id)
-        return [*actions, *sends(target.flow, transaction.start(now))]
-
     def _cancel(self, message: Message, flow: Flow, now: float) -> list[Action]:
         invite_key = server_key(message, method="INVITE")
         upstream = self._upstream.get(invite_key)
@@ -514,37 +381,7 @@ class Proxy:
             actions += sends(branch.flow, cancel.transaction.start(now))
         return actions
 
-    # -- responses ----------------------------------------------------------
-
-    def response(self, message: Message, flow: Flow, now: float) -> list[Action]:
-        """A response from downstream: matched to its branch by our Via branch and
-        the CSeq method (a CANCEL's answer shares its INVITE's branch)."""
-        try:
-            branch_id = message.vias[0].branch or ""
-            method = message.cseq.method
-        except (SipError, IndexError):
-            return []
-        if method == "CANCEL":
-            branch_id = f"{branch_id}-cancel"
-        branch = self._branches.get(branch_id)
-        if branch is None or method_of(branch.request) != method:
-            return []
-        if branch.ping is not None:
-            return pinged(
-                branch, message.status, now, branches=self._branches, trunk_down=self.trunk_down
-            )
-        try:
-            transaction_actions = branch.transaction.receive_response(
-                message.status, message.wire, now
-            )
-            actions = sends(branch.flow, transaction_actions)
-            for action in transaction_actions:
-                if isinstance(action, DeliverResponse):
-                    actions += self._deliver(branch, message, now)
-            self.timers.touch("branch", branch.id)
-            return actions
-        finally:
-            self.timers.schedule_touched()
+    # -- trunks, timers ------------------------------------------------------
 
     def ping(self, trunk: TrunkEntry, flow: Flow, now: float) -> list[Action]:
         """Send an OPTIONS to a trunk's carrier; its answer (or Timer F) becomes a
@@ -556,223 +393,6 @@ class Proxy:
             return sends(flow, branch.transaction.start(now))
         finally:
             self.timers.schedule_touched()
-
-    def _deliver(self, branch: Branch, message: Message, now: float) -> list[Action]:
-        upstream = branch.upstream
-        if upstream is None:  # our own CANCEL or BYE: nothing to pass on
-            return []
-        self.timers.touch("upstream", upstream.key)
-        status = message.status
-        body: bytes | None = b"" if is_sdp(message) else None
-        if branch.refused_ack is not None and status < 300:
-            return [Send(branch.flow, branch.refused_ack)] if status >= 200 else []
-        if (
-            200 <= status < 300
-            and branch.call is not None
-            and (branch.call.state == "ended" or upstream.winner not in ("", branch.id))
-        ):
-            # Another fork answered first, or a 6xx ended the call: this dialog ends
-            # here. The caller has one call, and the relay one callee to talk to.
-            ended = branch.call.state == "ended"
-            why = "the call had already ended" if ended else "the call was answered elsewhere"
-            return self._end_answered_branch(branch, message, why, now)
-        if branch.media is not None and status > 100:
-            if status >= 300:
-                branch.media.failed(branch.id)
-            else:
-                answer = branch.media.answer(
-                    branch.id, message, branch.flow.transport, now, final=status >= 200
-                )
-                if isinstance(answer, Refused):
-                    return self._refuse(branch, message, answer, now)
-                body = answer if answer is not None else body
-        upward = without_top_via(message, cseq=upstream.message.first("cseq"), body=body)
-        call = branch.call
-        actions: list[Action] = []
-        if status < 200:
-            branch.provisional = True
-            tag = message.to.tag
-            if call is not None and status > 100 and tag and call.callee_leg is None:
-                call.early.setdefault(tag, self._callee_leg(branch, message, cseq=0))
-            if call is not None and status >= 180 and call.ringing_at is None:
-                call.ringing_at = now
-                call.state = "ringing"
-                actions.append(live_call(call))
-            if status == 100:
-                return actions
-            return actions + sends(
-                upstream.flow, upstream.server.send_response(status, upward, now)
-            )
-        if (
-            status in (401, 407)
-            and branch.trunk is not None
-            and not branch.authenticated
-            and (answered := self._answer_carrier(branch, message, now))
-        ):
-            branch.final = status
-            return actions + answered
-        branch.final = status
-        if status < 300:
-            if call is not None and not upstream.answered:
-                upstream.answered, upstream.winner = True, branch.id
-                # The 2xx confirms its dialog: target and route set come from it
-                # (§13.2.2.4); requests the callee sent while early keep counting.
-                early = call.early.get(message.to.tag or "")
-                call.callee_leg = self._callee_leg(
-                    branch, message, cseq=early.cseq if early else 0
-                )
-                call.early.clear()
-                call.answered_at = now
-                call.state = "answered"
-                actions.append(live_call(call))
-                actions += self._cancel_branches(upstream, now, skip=branch.id)
-                self._session_refreshed(call, message, now)
-            elif call is None and upstream.message.method in ("INVITE", "UPDATE"):
-                refreshed = self.calls.get(upstream.message.call_id)
-                if refreshed is not None and refreshed.state == "answered":
-                    self._session_refreshed(refreshed, message, now)
-            return actions + sends(
-                upstream.flow, upstream.server.send_response(status, upward, now)
-            )
-        upstream.consider(status, upward, message)
-        if status >= 600:
-            actions += self._cancel_branches(upstream, now, skip=branch.id)
-        pending = [
-            b for b in (self._branches.get(i) for i in upstream.branches) if b and not b.final
-        ]
-        if (pending and status < 600) or upstream.answered:
-            return actions
-        best_status, best = upstream.best_answer()
-        if call is not None:
-            actions += self._ended(call, now, status=best_status, hangup_by=call.cancelled_by)
-        return actions + sends(
-            upstream.flow, upstream.server.send_response(best_status, best, now)
-        )
-
-    def _refuse(
-        self, branch: Branch, answer: Message, refused: Refused, now: float
-    ) -> list[Action]:
-        """A 2xx whose SDP we cannot use: ACK it, and answer its request with the
-        refusal (488 and a Warning). On an INVITE's branch, that leg gets a BYE
-        and the branch counts as failed (another may still answer); on a
-        re-INVITE the whole call ends, since the other leg cannot be left
-        believing in a session that no longer exists."""
-        upstream = branch.upstream
-        assert upstream is not None
-        reject = refused.reject
-        failed = synthetic_timeout(upstream.message, reject.status, reject.reason, reject.warning)
-        call = self.calls.get(upstream.message.call_id)
-        if branch.call is None and call is not None:  # a re-INVITE
-            actions = self._end_answered_branch(
-                branch, answer, reject.warning_text, now, bye=False
-            )
-            actions += self._deliver(branch, failed, now)
-            call.end_reason = "sdp-answer-refused"
-            return actions + self._hang_up(call, now, hangup_by="system")
-        actions = self._end_answered_branch(branch, answer, reject.warning_text, now)
-        return actions + self._deliver(branch, failed, now)
-
-    def _end_answered_branch(
-        self, branch: Branch, answer: Message, why: str, now: float, *, bye: bool = True
-    ) -> list[Action]:
-        """ACK a 2xx on ``branch`` that we do not keep (the ACK is kept for the 2xx's
-        retransmissions) and, unless ``bye`` is False, end its dialog with a BYE."""
-        ack_id, bye_id = self._branch_id(), self._branch_id()
-        vias = (via(self.addresses, branch.flow, ack_id), via(self.addresses, branch.flow, bye_id))
-        routes = routes_toward_callee(self.addresses, self.directory, answer)
-        ack, bye_data = refuse_answer(parse_datagram(branch.request), answer, routes, vias, why)
-        branch.refused_ack = ack
-        actions: list[Action] = [Send(branch.flow, ack)]
-        if bye:
-            actions += self._send_own(branch.flow, bye_data, bye_id, now)
-        return actions
-
-    def _send_own(self, flow: Flow, data: bytes, branch_id: str, now: float) -> list[Action]:
-        """Send a request of our own (a BYE ending a dialog) in a client transaction,
-        so that over UDP it is retransmitted until answered (§17.1.2); its answer
-        ends there (:meth:`_deliver`)."""
-        transaction = NonInviteClientTransaction(data, reliable=flow.transport != "udp", now=now)
-        self._branches[branch_id] = Branch(branch_id, flow, data, transaction, None, None)
-        self.timers.touch("branch", branch_id)
-        return sends(flow, transaction.start(now))
-
-    def _ended(
-        self, call: Call, now: float, *, status: int, hangup_by: str | None
-    ) -> list[Action]:
-        record = call.end(
-            now,
-            self.admission,
-            status=status,
-            hangup_by=hangup_by,  # type: ignore[arg-type]
-        )
-        if record is None:
-            return []
-        self.timers.push(now + REAP_AFTER_SECONDS, "reap", call.call_id)
-        return [CallEnded(record), live_call(call)]
-
-    # -- connections, timers -----------------------------------------------
-
-    def flow_closed(self, flow: Flow, now: float) -> list[Action]:
-        """A TLS/TCP connection closed: calls with a leg on it end now."""
-        try:
-            return self._flow_closed(flow, now)
-        finally:
-            self.timers.schedule_touched()
-
-    def _flow_closed(self, flow: Flow, now: float) -> list[Action]:
-        self.open_connections.discard(flow.connection)
-        self.certificates.pop(flow.connection, None)
-        actions: list[Action] = []
-        for branch in list(self._branches.values()):
-            if branch.flow == flow and not branch.final and branch.upstream is not None:
-                # A fork whose connection is gone (or never came up) fails now (§16.7).
-                self.timers.touch("branch", branch.id)
-                branch.transaction.transport_error(now)
-                failed = synthetic_timeout(branch.upstream.message, 503, "Service Unavailable")
-                actions += self._deliver(branch, failed, now)
-        for call in list(self.calls.values()):
-            legs = [call.caller_leg, call.callee_leg]
-            if call.state != "ended" and any(leg and leg.flow == flow for leg in legs):
-                actions += self._hang_up(call, now, hangup_by="system")
-        return actions
-
-    def _hang_up(self, call: Call, now: float, *, hangup_by: str) -> list[Action]:
-        """End a call from our side: BYE to answered legs still reachable, CANCEL to
-        pending branches, then the record."""
-        actions: list[Action] = []
-        if call.state == "answered" and call.callee_leg is not None:
-            for leg, peer in (
-                (call.caller_leg, call.callee_leg),
-                (call.callee_leg, call.caller_leg),
-            ):
-                if self._reachable(leg.flow):
-                    branch_id = self._branch_id()
-                    bye = bye_request(call, leg, peer, self.addresses, branch_id)
-                    actions += self._send_own(leg.flow, bye, branch_id, now)
-        else:
-            for upstream in self._upstream.values():
-                if upstream.message.call_id == call.call_id:
-                    actions += self._cancel_branches(upstream, now)
-        status = 200 if call.state == "answered" else 503
-        return actions + self._ended(call, now, status=status, hangup_by=hangup_by)
-
-    def media_idle(self, call_ids: Iterable[str], now: float) -> list[Action]:
-        """Calls whose media has been silent both ways for the relay's idle time
-        end with BYE on both legs (CDR ``end_reason`` ``media-timeout``). A call
-        still ringing, or put on hold, is left to its other timers."""
-        actions: list[Action] = []
-        try:
-            for call_id in call_ids:
-                call = self.calls.get(call_id)
-                if call is None or call.state != "answered" or call.media is None:
-                    continue
-                if call.media.on_hold:
-                    continue
-                call.end_reason = "media-timeout"
-                actions += self._hang_up(call, now, hangup_by="system")
-        finally:
-            self.timers.schedule_touched()
-        return actions
 
     def next_timer(self) -> float | None:
         """The earliest deadline of any branch, server transaction or call."""
