@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python bench/media.py [--calls 400] [--seconds 20] [--warm-up 3]
                                     [--modes plain,plain-srtp,srtp-srtp]
                                     [--generators 2] [--no-rtpengine]
-                                    [--prototype] [--py-spy FILE] [--keep DIR]
+                                    [--py-spy FILE] [--keep DIR]
 
 For each mode, all on 127.0.0.1:
 
@@ -35,9 +35,7 @@ is measured that way ("pass-through") and made to decrypt and re-encrypt
 ("recrypt", by turning on DTMF logging, the only switch 10.5 has for it),
 and the ratio is taken against the recrypt figure.
 
-``--prototype`` adds runs of our relay behind the prototype adapters of
-``media_relay.py`` (what proposed changes to ``appliance/media/udp.py`` would
-save). rtpengine comes from ``make debian-bench`` (Debian's rtpengine-daemon).
+rtpengine comes from ``make debian-bench`` (Debian's rtpengine-daemon).
 
 It prints figures, targets and ratios and never fails because of a figure;
 it exits non-zero only when something could not be measured (a relay that
@@ -77,8 +75,6 @@ LEAD_SECONDS = 1.0
 #: Sending goes on this long after the window, then replies are drained.
 TAIL_SECONDS = 0.5
 DRAIN_SECONDS = 1.0
-#: Prototype adapters of media_relay.py, by the name the report gives them.
-PROTOTYPES = {"direct": "prototype: direct", "epoll": "prototype: epoll"}
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
@@ -118,11 +114,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         metavar="FILE",
         help="sample our relay during each window (FILE-MODE.txt); adds CPU to the figures",
-    )
-    parser.add_argument(
-        "--prototype",
-        action="store_true",
-        help="also run our relay behind the prototype adapters (media_relay.py)",
     )
     parser.add_argument("--keep", type=Path, default=None, help="keep logs in DIR")
     args = parser.parse_args(argv)
@@ -349,18 +340,15 @@ def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.monotonic()))
 
 
-def run_telemancer(
-    root: Path, mode: str, args: argparse.Namespace, adapter: str = "twisted"
-) -> Figures:
-    """Our relay, in its own process, on one mode's load; ``adapter`` "direct"
-    is the prototype adapter of ``media_relay.DirectPort``."""
+def run_telemancer(root: Path, mode: str, args: argparse.Namespace) -> Figures:
+    """Our relay, in its own process, on one mode's load."""
     a_srtp, b_srtp = MODES[mode]
-    label = f"relay-{mode}" + ("" if adapter == "twisted" else f"-{adapter}")
-    server = PROTOTYPES.get(adapter, "telemancer")
+    label = f"relay-{mode}"
+    server = "telemancer"
     relay = _LineProcess([sys.executable, str(BENCH / "media_relay.py")], root / f"{label}.log")
     generators: Generators | None = None
     try:
-        relay.send({"calls": args.calls, "port_range": list(PORT_RANGE), "adapter": adapter})
+        relay.send({"calls": args.calls, "port_range": list(PORT_RANGE)})
         ports = relay.receive("relay set-up")["ports"]
         generators = Generators(root, label, args.calls, args.generators, args.sockets)
         legs, calls = [], []
@@ -396,7 +384,7 @@ def run_telemancer(
         targets = {p for pair in ports for p in pair}
         profile = None
         if args.py_spy is not None:
-            profile = _profile_path(args.py_spy, mode if adapter == "twisted" else label)
+            profile = _profile_path(args.py_spy, mode)
         figures = measure(server, mode, relay.pid, generators, calls, targets, args, profile)
         relay.process.send_signal(signal.SIGTERM)
         figures.counters = relay.receive("relay counters")
@@ -493,9 +481,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with work_directory(args.keep) as root:
             for mode in args.modes:
                 rows.append(run_telemancer(root, mode, args))
-                if args.prototype:
-                    for adapter in PROTOTYPES:
-                        rows.append(run_telemancer(root, mode, args, adapter))
                 if binary is None:
                     continue
                 try:
