@@ -6,17 +6,16 @@ It is built from the SDES suite name, the master key and the master salt.
 Behind it:
 
 - AES_CM_128_HMAC_SHA1_80/32 and AEAD_AES_128_GCM / AEAD_AES_256_GCM:
-  libsrtp, called in place through pylibsrtp's compiled binding
-  (:mod:`appliance.media.srtp_lib`, which says why);
+  libsrtp through pylibsrtp's public API (:mod:`appliance.media.srtp_lib`);
 - AES_256_CM_HMAC_SHA1_80/32 (RFC 6188), which pylibsrtp 1.0 lacks: the
   native implementation in :mod:`appliance.media.srtp_cm`, proved against the
   RFC test vectors and byte-identical to libsrtp on the 128-bit suites.
 
 Each operation comes in two forms: in place on a
 :class:`~appliance.media.srtp_lib.PacketBuffer` (``protect_in_place(buffer,
-length)`` returns the new length: the relay's per-packet path, with no copy
-for the libsrtp suites) and on bytes (``protect(packet)``: tests and tools;
-the packet is copied through a buffer of the context's own).
+length)`` returns the new length: the relay's per-packet path) and on bytes
+(``protect(packet)``: tests and tools; the packet is copied through a buffer
+of the context's own).
 
 Both backends behave alike to the caller: the same :class:`SrtpError` (with a
 ``kind``) for malformed packets, failed authentication, replays and limits;

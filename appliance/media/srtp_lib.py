@@ -1,37 +1,28 @@
-"""libsrtp in place: the SRTP backend of :class:`appliance.media.srtp.SrtpContext`
-for the suites libsrtp has, called without pylibsrtp's per-packet wrapper.
+"""libsrtp on a caller's buffer: the SRTP backend of
+:class:`appliance.media.srtp.SrtpContext` for the suites libsrtp has.
 
-Why: ``pylibsrtp.Session.protect`` and ``unprotect`` cost about 2-3 µs of
-Python per call (a fresh ``int *`` from ``ffi.new``, the packet copied into its
-buffer and sliced out again) around about 1 µs of libsrtp, and the relay makes
-two such calls per SRTP ↔ SRTP packet (docs/performance.md, "Media relay",
-finding 3). Here the same compiled libsrtp is called through pylibsrtp's own
-cffi module, ``pylibsrtp._binding`` (``ffi`` and ``lib``: ``srtp_create``,
-``srtp_protect``, ``srtp_unprotect`` and their RTCP variants, as libsrtp 2
-declares them), on a :class:`PacketBuffer` the caller owns: the relay receives
-a datagram into it, unprotects it there, renumbers it there, protects it there
-with the other leg's context and sends it from there. The length lives in one
-``int *`` per session, allocated once.
-
-``pylibsrtp._binding`` is not pylibsrtp's public API, so setup.cfg pins
-pylibsrtp to the release this was written against, and
-``tests/media/test_srtp_lib.py`` fails loudly if the binding lacks what is
-used here. Importing it imports ``pylibsrtp`` first, which runs
-``srtp_init()``.
+libsrtp is reached through pylibsrtp's public API only (``Policy``,
+``Session``): issue 5 forbids reaching into a library's private symbols, and
+pylibsrtp's cffi module (``pylibsrtp._binding``) is one. A session works on a
+:class:`PacketBuffer` the relay owns (it receives each datagram into it,
+renumbers and sends from it): the packet is handed to pylibsrtp as bytes and
+its result written back. That costs two copies and pylibsrtp's own wrapper
+(about 2-3 µs of Python around about 1 µs of libsrtp per operation,
+docs/performance.md, "Media relay"), which is the price of staying on the
+public API.
 
 A session is held to :mod:`appliance.media.srtp_cm`'s behaviour: the same
 packet checks before any crypto, the same SSRC limit, the same size limits and
-errors as :class:`~appliance.media.srtp_cm.SrtpError`. The master key is
-copied into libsrtp when the session is made, and our copy is wiped.
+errors as :class:`~appliance.media.srtp_cm.SrtpError`. libsrtp copies the
+master key when the session is made.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
 
-from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]  # compiled, no stub
+import pylibsrtp
 
 from appliance.media.srtp_cm import (
     MAX_STREAMS,
@@ -53,62 +44,42 @@ MAX_RTP_LENGTH = MAX_PACKET_LENGTH - MAX_TRAILER_LENGTH
 MAX_RTCP_LENGTH = MAX_RTP_LENGTH - 4
 
 #: Profiles, by the names pylibsrtp gives them.
-PROFILE_AES128_CM_SHA1_80: int = lib.srtp_profile_aes128_cm_sha1_80
-PROFILE_AES128_CM_SHA1_32: int = lib.srtp_profile_aes128_cm_sha1_32
-PROFILE_AEAD_AES_128_GCM: int = lib.srtp_profile_aead_aes_128_gcm
-PROFILE_AEAD_AES_256_GCM: int = lib.srtp_profile_aead_aes_256_gcm
+PROFILE_AES128_CM_SHA1_80: int = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+PROFILE_AES128_CM_SHA1_32: int = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32
+PROFILE_AEAD_AES_128_GCM: int = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM
+PROFILE_AEAD_AES_256_GCM: int = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM
+_PROFILES = frozenset(
+    {
+        PROFILE_AES128_CM_SHA1_80,
+        PROFILE_AES128_CM_SHA1_32,
+        PROFILE_AEAD_AES_128_GCM,
+        PROFILE_AEAD_AES_256_GCM,
+    }
+)
 
-#: libsrtp's ``srtp_err_status_t`` values that are not "malformed", with its texts.
-_ERRORS: dict[int, tuple[ErrorKind, str]] = {
-    7: ("authentication", "authentication failure"),
-    9: ("replay", "replay check failed (bad index)"),
-    10: ("replay", "replay check failed (index too old)"),
-    15: ("limit", "can't use key any more"),
-    26: ("replay", "packet index is too old to consider"),
+#: libsrtp's error texts (pylibsrtp.Error's message) that are not "malformed".
+_ERRORS: dict[str, ErrorKind] = {
+    "authentication failure": "authentication",
+    "replay check failed (bad index)": "replay",
+    "replay check failed (index too old)": "replay",
+    "packet index is too old to consider": "replay",
+    "can't use key any more": "limit",
 }
 _SSRC = struct.Struct("!I").unpack_from
 _FIRST_AND_SSRC = struct.Struct("!B7xI").unpack_from
-_srtp_protect = lib.srtp_protect
-_srtp_unprotect = lib.srtp_unprotect
 
 
 class PacketBuffer:
-    """Memory libsrtp works on in place: ``cdata`` for libsrtp, ``view`` (a
-    writable memoryview of the same bytes) for Python, sockets included. Only
-    one packet is in it at a time, so one per relay (or per context, for the
-    bytes API) is enough."""
+    """Memory a packet is worked on in: ``view``, a writable memoryview that
+    sockets receive into and send from. Only one packet is in it at a time, so
+    one per relay (or per context, for the bytes API) is enough."""
 
-    __slots__ = ("cdata", "view")
+    __slots__ = ("view",)
 
     def __init__(self, size: int) -> None:
         if size < MAX_PACKET_LENGTH:  # protect writes up to MAX_PACKET_LENGTH bytes
             raise ValueError(f"a packet buffer needs at least {MAX_PACKET_LENGTH} bytes")
-        self.cdata: Any = ffi.new("char[]", size)
-        self.view = memoryview(ffi.buffer(self.cdata))
-
-
-def _session(profile: int, key: bytes, outbound: bool) -> Any:
-    """A pointer to a libsrtp session (``srtp_t *``) for any SSRC in one
-    direction; the session is freed when the pointer is."""
-    policy = ffi.new("srtp_policy_t *")
-    for set_profile, crypto in (
-        (lib.srtp_crypto_policy_set_from_profile_for_rtp, policy.rtp),
-        (lib.srtp_crypto_policy_set_from_profile_for_rtcp, policy.rtcp),
-    ):
-        if set_profile(ffi.addressof(crypto), profile) != lib.srtp_err_status_ok:
-            raise ValueError("libsrtp does not know this profile")
-    policy.ssrc.type = lib.ssrc_any_outbound if outbound else lib.ssrc_any_inbound
-    policy.window_size = REPLAY_WINDOW
-    key_copy = ffi.new("unsigned char[]", key)
-    policy.key = key_copy
-    pointer = ffi.new("srtp_t *")
-    try:
-        status = lib.srtp_create(pointer, policy)
-    finally:
-        ffi.memmove(key_copy, bytes(len(key)), len(key))  # libsrtp keeps its own copy
-    if status != lib.srtp_err_status_ok:
-        raise ValueError(f"libsrtp could not make a session (error {status})")
-    return ffi.gc(pointer, lambda done: lib.srtp_dealloc(done[0]))
+        self.view = memoryview(bytearray(size))
 
 
 def too_long(what: str, limit: int) -> SrtpError:
@@ -116,9 +87,9 @@ def too_long(what: str, limit: int) -> SrtpError:
     return SrtpError("limit", f"{what} packet longer than {limit} bytes".lstrip())
 
 
-def _error(status: int) -> SrtpError:
-    kind, text = _ERRORS.get(status, ("malformed", f"error {status}"))
-    return SrtpError(kind, f"libsrtp: {text}")
+def _error(error: pylibsrtp.Error) -> SrtpError:
+    text = str(error)
+    return SrtpError(_ERRORS.get(text, "malformed"), f"libsrtp: {text}")
 
 
 class LibsrtpSession:
@@ -127,14 +98,31 @@ class LibsrtpSession:
     ``length`` bytes of a :class:`PacketBuffer`, replaces it there with its
     result and returns the result's length."""
 
-    __slots__ = ("_length", "_owner", "_rtcp_trailer", "_rtp_tag", "_srtp", "_ssrcs")
+    __slots__ = (
+        "_protect",
+        "_protect_rtcp",
+        "_rtcp_trailer",
+        "_rtp_tag",
+        "_ssrcs",
+        "_unprotect",
+        "_unprotect_rtcp",
+    )
 
     def __init__(
         self, profile: int, key: bytes, outbound: bool, rtp_tag: int, rtcp_tag: int
     ) -> None:
-        self._owner = _session(profile, key, outbound)  # frees the session with us
-        self._srtp = self._owner[0]
-        self._length = ffi.new("int *")
+        if profile not in _PROFILES:
+            raise ValueError("libsrtp does not know this profile")
+        any_ssrc = (
+            pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+        )
+        policy = pylibsrtp.Policy(key=key, ssrc_type=any_ssrc, srtp_profile=profile)
+        policy.window_size = REPLAY_WINDOW
+        session = pylibsrtp.Session(policy)  # libsrtp copies the key; the policy goes
+        self._protect = session.protect
+        self._unprotect = session.unprotect
+        self._protect_rtcp = session.protect_rtcp
+        self._unprotect_rtcp = session.unprotect_rtcp
         self._rtp_tag = rtp_tag
         self._rtcp_trailer = 4 + rtcp_tag
         self._ssrcs: set[int] = set()
@@ -144,66 +132,68 @@ class LibsrtpSession:
 
     # protect and unprotect are the relay's per-packet path. The common packet
     # (a plain 12-byte header, a size within the limits, an SSRC the session
-    # already has) passes one test and goes to libsrtp inline; anything else
+    # already has) passes one test and goes to libsrtp at once; anything else
     # is checked in full, in order, by the _checked methods.
 
     def protect(self, buffer: PacketBuffer, length: int) -> int:
         """RTP to SRTP (RFC 3711 §3.3)."""
-        first, ssrc = _FIRST_AND_SSRC(buffer.view)
+        view = buffer.view
+        first, ssrc = _FIRST_AND_SSRC(view)
         if first != 0x80 or not 12 <= length <= MAX_RTP_LENGTH or ssrc not in self._ssrcs:
             return self._protect_checked(buffer, length, ssrc)
-        cell = self._length
-        cell[0] = length
-        status = _srtp_protect(self._srtp, buffer.cdata, cell)
-        if status:
-            raise _error(status)
-        return cell[0]  # type: ignore[no-any-return]
+        try:
+            result = self._protect(bytes(view[:length]))
+        except pylibsrtp.Error as error:
+            raise _error(error) from None
+        view[: len(result)] = result
+        return len(result)
 
     def unprotect(self, buffer: PacketBuffer, length: int) -> int:
         """SRTP to RTP, authenticated and replay-checked (RFC 3711 §3.3)."""
-        first, ssrc = _FIRST_AND_SSRC(buffer.view)
+        view = buffer.view
+        first, ssrc = _FIRST_AND_SSRC(view)
         if (
             first != 0x80
             or not 12 + self._rtp_tag <= length <= MAX_PACKET_LENGTH
             or ssrc not in self._ssrcs
         ):
             return self._unprotect_checked(buffer, length, ssrc)
-        cell = self._length
-        cell[0] = length
-        status = _srtp_unprotect(self._srtp, buffer.cdata, cell)
-        if status:
-            raise _error(status)
-        return cell[0]  # type: ignore[no-any-return]
+        try:
+            result = self._unprotect(bytes(view[:length]))
+        except pylibsrtp.Error as error:
+            raise _error(error) from None
+        view[: len(result)] = result
+        return len(result)
 
     def _protect_checked(self, buffer: PacketBuffer, length: int, ssrc: int) -> int:
         if length > MAX_RTP_LENGTH:
             raise too_long("RTP", MAX_RTP_LENGTH)
         rtp_header_length(buffer.view[:length])
-        return self._process(_srtp_protect, buffer, length, ssrc)
+        return self._process(self._protect, buffer, length, ssrc)
 
     def _unprotect_checked(self, buffer: PacketBuffer, length: int, ssrc: int) -> int:
         if length > MAX_PACKET_LENGTH:
             raise too_long("SRTP", MAX_PACKET_LENGTH)
         if length < rtp_header_length(buffer.view[:length]) + self._rtp_tag:
             raise SrtpError("malformed", "SRTP packet shorter than its header and tag")
-        return self._process(_srtp_unprotect, buffer, length, ssrc)
+        return self._process(self._unprotect, buffer, length, ssrc)
 
     def protect_rtcp(self, buffer: PacketBuffer, length: int) -> int:
         """RTCP to SRTCP (RFC 3711 §3.4)."""
         if length > MAX_RTCP_LENGTH:
             raise too_long("RTCP", MAX_RTCP_LENGTH)
         check_rtcp(buffer.view[:length], 8)
-        return self._process(lib.srtp_protect_rtcp, buffer, length, _SSRC(buffer.view, 4)[0])
+        return self._process(self._protect_rtcp, buffer, length, _SSRC(buffer.view, 4)[0])
 
     def unprotect_rtcp(self, buffer: PacketBuffer, length: int) -> int:
         """SRTCP to RTCP, authenticated and replay-checked (RFC 3711 §3.4)."""
         if length > MAX_PACKET_LENGTH:
             raise too_long("SRTCP", MAX_PACKET_LENGTH)
         check_rtcp(buffer.view[:length], 8 + self._rtcp_trailer)
-        return self._process(lib.srtp_unprotect_rtcp, buffer, length, _SSRC(buffer.view, 4)[0])
+        return self._process(self._unprotect_rtcp, buffer, length, _SSRC(buffer.view, 4)[0])
 
     def _process(
-        self, function: Callable[..., int], buffer: PacketBuffer, length: int, ssrc: int
+        self, function: Callable[[bytes], bytes], buffer: PacketBuffer, length: int, ssrc: int
     ) -> int:
         """``function`` on the packet, keeping count of the SSRCs seen: a new one
         beyond the limit is refused before libsrtp makes a stream for it, and
@@ -211,11 +201,12 @@ class LibsrtpSession:
         known = ssrc in self._ssrcs
         if not known and len(self._ssrcs) >= MAX_STREAMS:
             raise SrtpError("limit", f"more than {MAX_STREAMS} SSRCs")
-        cell = self._length
-        cell[0] = length
-        status = function(self._srtp, buffer.cdata, cell)
-        if status:
-            raise _error(status)
+        view = buffer.view
+        try:
+            result = function(bytes(view[:length]))
+        except pylibsrtp.Error as error:
+            raise _error(error) from None
+        view[: len(result)] = result
         if not known:
             self._ssrcs.add(ssrc)
-        return cell[0]  # type: ignore[no-any-return]
+        return len(result)
