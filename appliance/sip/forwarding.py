@@ -202,5 +202,17 @@ def with_credentials(
     return None
 
 
+def on_another_server(request: bytes, top_via: str) -> bytes:
+    """``request`` for another server of the same carrier (RFC 3263 §4.3): our Via
+    replaced by ``top_via`` (a new branch) and the credentials the first
+    server's challenge got removed, since the next one challenges afresh."""
+    message = parse_datagram(request)
+    rewrite = Rewrite(message).replace(message.all("via")[0], top_via)
+    for name in ("authorization", "proxy-authorization"):
+        for field_ in message.all(name):
+            rewrite.remove(field_)
+    return rewrite.to_bytes()
+
+
 def _quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -35,6 +35,7 @@ class ProxyParts(Protocol):
     certificates: dict[str, str]
     admission: Admission
     trunk_down: set[int]
+    trunk_flows: dict[int, list[Flow]]
     _branches: dict[str, Branch]
     _upstream: dict[tuple[str, str, str], Upstream]
 
@@ -66,6 +67,7 @@ class ProxyParts(Protocol):
         self, branch: Branch, answer: Message, refused: Refused, now: float
     ) -> list[Action]: ...
     def _answer_carrier(self, branch: Branch, challenge: Message, now: float) -> list[Action]: ...
+    def _next_server(self, branch: Branch, now: float) -> list[Action]: ...
 
     # proxy_dialogs.py
     def _session_refreshed(self, call: Call, answer: Message, now: float) -> None: ...

@@ -14,8 +14,14 @@ from typing import TYPE_CHECKING
 from appliance.sip.actions import Action, Send
 from appliance.sip.carriers import pinged, with_trunk_credentials
 from appliance.sip.errors import SipError
-from appliance.sip.forwarding import is_sdp, synthetic_timeout, without_top_via
+from appliance.sip.forwarding import (
+    is_sdp,
+    on_another_server,
+    synthetic_timeout,
+    without_top_via,
+)
 from appliance.sip.message import Message
+from appliance.sip.proxy_address import via
 from appliance.sip.proxy_state import Branch, live_call, method_of, sends
 from appliance.sip.registrar import Flow
 from appliance.sip.sdp_exchange import Refused
@@ -112,6 +118,17 @@ class Responses:
         ):
             branch.final = status
             return actions + answered
+        if (
+            status in (408, 503)
+            and branch.trunk is not None
+            and call is not None
+            and call.state != "ended"
+            and not upstream.answered
+            and not branch.cancelled
+            and (retried := self._next_server(branch, now))
+        ):
+            branch.final = status
+            return actions + retried
         branch.final = status
         if status < 300:
             if call is not None and not upstream.answered:
@@ -172,6 +189,23 @@ class Responses:
             return actions + self._hang_up(call, now, hangup_by="system")
         actions = self._end_answered_branch(branch, answer, reject.warning_text, now)
         return actions + self._deliver(branch, failed, now)
+
+    def _next_server(self: ProxyParts, branch: Branch, now: float) -> list[Action]:
+        """RFC 3263 §4.3: an INVITE that one of a carrier's servers failed (503, a
+        timeout, a lost connection) goes to the trunk's next located server, on a
+        new branch that replaces the failed one; nothing when none is left."""
+        trunk, upstream, call = branch.trunk, branch.upstream, branch.call
+        assert trunk is not None and upstream is not None and call is not None
+        flows = self.trunk_flows.get(trunk.id, [])
+        following = flows[flows.index(branch.flow) + 1 :] if branch.flow in flows else []
+        if not following:
+            return []
+        target, new_id = following[0], self._branch_id()
+        request = on_another_server(branch.request, via(self.addresses, target, new_id))
+        upstream.branches.remove(branch.id)
+        if call.media is not None:
+            call.media.rebranch(branch.id, new_id)
+        return self._start_branch(call, upstream, target, request, new_id, now, trunk)
 
     def _answer_carrier(
         self: ProxyParts, branch: Branch, challenge: Message, now: float

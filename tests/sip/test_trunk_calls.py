@@ -331,3 +331,41 @@ def test_prack_and_update_travel_in_the_early_dialog() -> None:
     assert answer.status == 200
     call = edge.proxy.calls[invite.call_id]
     assert call.callee_leg is not None and call.callee_leg.tag == "carrier" and call.early == {}
+
+
+SECOND = Flow("tls", ("127.0.0.51", 5061), "trunk-7-b")
+SECOND_PHONE = SipTestClient(
+    "carrier", "carrier.example", "", transport="TLS", local=SECOND.remote
+)
+
+
+def test_a_failed_carrier_server_hands_the_call_to_the_next() -> None:
+    """RFC 3263 §4.3: when the first server located for the trunk answers 503, or
+    never answers (Timer B), or its connection is lost, the INVITE goes to the
+    next one on a new branch, and the caller only sees the outcome; once no
+    server is left, the failure reaches the caller."""
+    edge = _edge()
+    edge.proxy.trunk_flows[7] = [CARRIER, SECOND]
+    alice = _phone(edge, "1001", 5062)
+    first = _only(_dial(edge, alice, "01632960123"), CARRIER)
+    busy = _send_carrier(edge, CARRIER_PHONE.answer(first, 503, "Service Unavailable"))
+    second = _only(busy, SECOND)
+    assert (second.method, second.call_id, second.uri) == ("INVITE", first.call_id, first.uri)
+    assert second.vias[0].branch != first.vias[0].branch
+    assert [m.status for m in _to(busy, alice.flow)] == []
+    answered = edge.message_received(
+        parse_datagram(SECOND_PHONE.answer(second, 200, "OK", tag="b")), SECOND, NOW
+    )
+    assert _only(answered, alice.flow).status == 200
+
+    silent = _only(_dial(edge, alice, "01632960124"), CARRIER)
+    moved = edge.handle_timer(NOW + 32)
+    assert _only(moved, SECOND).call_id == silent.call_id and _to(moved, alice.flow) == []
+    failed = edge.message_received(
+        parse_datagram(SECOND_PHONE.answer(_only(moved, SECOND), 503, "Busy")), SECOND, NOW + 33
+    )
+    assert [m.status for m in _to(failed, alice.flow)] == [503]
+
+    lost = _only(_dial(edge, alice, "01632960125"), CARRIER)
+    after = edge.connection_closed(CARRIER, NOW)
+    assert _only(after, SECOND).call_id == lost.call_id
