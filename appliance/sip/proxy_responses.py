@@ -30,6 +30,10 @@ from appliance.sip.transaction import DeliverResponse
 if TYPE_CHECKING:
     from appliance.sip.proxy_parts import ProxyParts
 
+#: Early dialogs kept per call (one per tag a callee's provisional responses
+#: carry): enough for any forking, and a bound for a peer inventing tags.
+MAX_EARLY_DIALOGS = 16
+
 
 class Responses:
     """Responses from downstream, and what each of them sets off."""
@@ -99,8 +103,9 @@ class Responses:
         if status < 200:
             branch.provisional = True
             tag = message.to.tag
-            if call is not None and status > 100 and tag and call.callee_leg is None:
-                call.early.setdefault(tag, self._callee_leg(branch, message, cseq=0))
+            dialogs = call.early if call is not None and call.callee_leg is None else None
+            if dialogs is not None and status > 100 and tag and len(dialogs) < MAX_EARLY_DIALOGS:
+                dialogs.setdefault(tag, self._callee_leg(branch, message, cseq=0))
             if call is not None and status >= 180 and call.ringing_at is None:
                 call.ringing_at = now
                 call.state = "ringing"

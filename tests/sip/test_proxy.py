@@ -683,3 +683,21 @@ def test_an_interval_below_rfc_4028s_minimum_counts_as_90_seconds() -> None:
     )
     assert _records(edge.handle_timer(NOW + 89)) == []
     assert _records(edge.handle_timer(NOW + 90))
+
+
+def test_early_dialogs_per_call_are_bounded() -> None:
+    """A callee inventing a tag per provisional response gets 16 early dialogs
+    kept, no more: a request in a seventeenth is 481."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    ringing = [
+        _only(_send(edge, bob, bob.client.answer(invite, 180, "Ringing", tag=f"t{n}")), alice.flow)
+        for n in range(17)
+    ]
+    assert len(edge.proxy.calls[invite.call_id].early) == 16
+    assert _only(_send(edge, alice, alice.client.in_dialog("INFO", ringing[15])), bob.flow)
+    assert (
+        _only(_send(edge, alice, alice.client.in_dialog("INFO", ringing[16])), alice.flow).status
+        == 481
+    )
