@@ -276,7 +276,8 @@ def parse_credentials(value: str) -> Credentials | UnsupportedScheme:
     """
     if len(value) > MAX_CREDENTIALS_LENGTH:
         raise DigestParseError("credentials header too long")
-    text = _FOLD_RE.sub(" ", value).strip(_WS)
+    # A header from a parsed message is unfolded already; only a raw value folds.
+    text = (_FOLD_RE.sub(" ", value) if "\n" in value else value).strip(_WS)
     scheme_match = _TOKEN_RE.match(text)
     if scheme_match is None:
         raise DigestParseError("credentials do not start with a scheme")
