@@ -279,7 +279,7 @@ def parse_head(data: bytes, head: str, body_start: int) -> Message:
                 folding_allowed = False
                 pos = end
                 continue
-        field = HeaderField(name, line[colon + 1 :].strip(" \t"), pos, end)
+        field = _new_field(HeaderField, (name, line[colon + 1 :].strip(" \t"), pos, end))
         fields.append(field)
         same = by_name.get(name)
         if same is None:
@@ -301,6 +301,10 @@ def parse_head(data: bytes, head: str, body_start: int) -> Message:
     _parse_start_line(message)
     return message
 
+
+#: Builds a HeaderField from a tuple without the Python frame of its ``__new__``
+#: (parse_head makes one per header line of every message).
+_new_field = tuple.__new__
 
 #: Header names seen, as written, mapped to their canonical form. Bounded, so
 #: a peer inventing names cannot grow it.
