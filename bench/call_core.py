@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import pstats
 import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
+
+from edge_core import print_profile
 
 from appliance.media.relay import PortPool, Relay
 from appliance.runner import settle_garbage_collector
@@ -45,7 +46,6 @@ DOMAIN = "bench.example"
 PASSWORD = secrets.token_hex(8)
 CALLS_PER_SECOND = 300
 CALLEE = Flow("udp", ("127.0.0.3", 5080))
-PROFILE_LINES = 30
 
 
 class CallCore:
@@ -172,10 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         profiler = cProfile.Profile()
         run(args.calls, core, profiler)
-        stats = pstats.Stats(profiler, stream=sys.stdout)
-        print("\ncProfile (inflates per-call costs; compare shares, not absolute times)")
-        stats.sort_stats("tottime").print_stats(PROFILE_LINES)
-        stats.sort_stats("cumulative").print_stats(PROFILE_LINES)
+        print_profile(profiler)
     return 0
 
 

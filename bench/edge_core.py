@@ -126,11 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.profile:
         profiler = cProfile.Profile()
         run(args.registers, args.users, profiler)
-        stats = pstats.Stats(profiler, stream=sys.stdout)
-        print("\ncProfile (inflates per-call costs; compare shares, not absolute times)")
-        stats.sort_stats("tottime").print_stats(PROFILE_LINES)
-        stats.sort_stats("cumulative").print_stats(PROFILE_LINES)
+        print_profile(profiler)
     return 0
+
+
+def print_profile(profiler: cProfile.Profile) -> None:
+    """The top functions by own and by cumulative time."""
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    print("\ncProfile (inflates per-call costs; compare shares, not absolute times)")
+    stats.sort_stats("tottime").print_stats(PROFILE_LINES)
+    stats.sort_stats("cumulative").print_stats(PROFILE_LINES)
 
 
 if __name__ == "__main__":

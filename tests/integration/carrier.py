@@ -421,65 +421,25 @@ _UAS_HEAD = """\
 _UAS_INVITE = """\
   <recv request="INVITE" crlf="true"/>
 """
-_UAS_RINGING = """\
-  <send>
-    <![CDATA[
 
-SIP/2.0 180 Ringing
+
+def _send(message: str, *, retrans: bool = False) -> str:
+    """A sipp ``<send>`` of ``message``; ``retrans``: repeated until answered."""
+    tag = '<send retrans="500">' if retrans else "<send>"
+    return f"  {tag}\n    <![CDATA[\n\n{message}\n    ]]>\n  </send>\n"
+
+
+#: The INVITE's headers a response copies, and the tag of the dialog.
+_AS_RECEIVED = """\
 [last_Via:]
 [last_Record-Route:]
 [last_From:]
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-    ]]>
-  </send>
-"""
-#: The 180 sent reliably (RFC 3262), repeated until the PRACK comes; the PRACK
-#: is answered, then the INVITE. sipp's ``[last_...]`` then name the PRACK, so
-#: the INVITE's headers are kept in variables when it arrives: its three Vias
-#: and three Record-Routes (Kamailio's two, double record-routing TLS to UDP,
-#: and the appliance's), one field each, as the two write them.
-_UAS_RELIABLE_RINGING = (
-    """\
-  <send retrans="500">
-    <![CDATA[
-
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_Record-Route:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Require: 100rel
-RSeq: 1
-Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="PRACK" crlf="true"/>
-  <send>
-    <![CDATA[
-
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-
-SIP/2.0 200 OK
+[last_CSeq:]"""
+#: The same kept in variables (:data:`_UAS_KEEP_INVITE`), for answering the
+#: INVITE after another request (the PRACK) has come.
+_AS_KEPT = """\
 Via:[$via1]
 Via:[$via2]
 Via:[$via3]
@@ -489,14 +449,29 @@ Record-Route:[$rr3]
 From:[$from]
 To:[$to];tag=[pid]SIPpTag01[call_number]
 Call-ID:[$call_id]
-CSeq:[$cseq]
-Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
-"""
-    + _SIPP_SDP
-    + """
-    ]]>
-  </send>
-"""
+CSeq:[$cseq]"""
+_CONTACT = "Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>"
+#: 200 to the last request, which is in the dialog already (a PRACK, a BYE).
+_UAS_OK = _send(
+    "SIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n[last_CSeq:]\n"
+    "Content-Length: 0\n"
+)
+_UAS_RINGING = _send(f"SIP/2.0 180 Ringing\n{_AS_RECEIVED}\n{_CONTACT}\nContent-Length: 0\n")
+_UAS_ANSWER = _send(f"SIP/2.0 200 OK\n{_AS_RECEIVED}\n{_CONTACT}\n{_SIPP_SDP}", retrans=True)
+#: The 180 sent reliably (RFC 3262), repeated until the PRACK comes; the PRACK
+#: is answered, then the INVITE. sipp's ``[last_...]`` then name the PRACK, so
+#: the INVITE's headers are kept in variables when it arrives: its three Vias
+#: and three Record-Routes (Kamailio's two, double record-routing TLS to UDP,
+#: and the appliance's), one field each, as the two write them.
+_UAS_RELIABLE_RINGING = (
+    _send(
+        f"SIP/2.0 180 Ringing\n{_AS_RECEIVED}\nRequire: 100rel\nRSeq: 1\n{_CONTACT}\n"
+        "Content-Length: 0\n",
+        retrans=True,
+    )
+    + '  <recv request="PRACK" crlf="true"/>\n'
+    + _UAS_OK
+    + _send(f"SIP/2.0 200 OK\n{_AS_KEPT}\n{_CONTACT}\n{_SIPP_SDP}", retrans=True)
 )
 _UAS_KEEP_INVITE = """\
   <recv request="INVITE" crlf="true">
@@ -514,44 +489,9 @@ _UAS_KEEP_INVITE = """\
     </action>
   </recv>
 """
-_UAS_ANSWER = (
-    """\
-  <send retrans="500">
-    <![CDATA[
-
-SIP/2.0 200 OK
-[last_Via:]
-[last_Record-Route:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:called@[local_ip]:[local_port];transport=[transport]>
-"""
-    + _SIPP_SDP
-    + """
-    ]]>
-  </send>
-"""
+_UAS_HANG_UP = (
+    '  <recv request="ACK" crlf="true"/>\n  <recv request="BYE"/>\n' + _UAS_OK + "</scenario>\n"
 )
-_UAS_HANG_UP = """\
-  <recv request="ACK" crlf="true"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"""
 
 _UAC = (
     """\

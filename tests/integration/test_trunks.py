@@ -226,6 +226,31 @@ def _register(stack: ExitStack, instance: SipInstance) -> Phone:
     return Phone(socket, client)
 
 
+def _outbound(
+    stack: ExitStack,
+    instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    env: dict[str, str],
+    tmp_path: Path,
+    *,
+    reliable: bool = False,
+) -> tuple[Kamailio, Sipp, Phone]:
+    """Outbound calls set up: acme.example with country code 44 and route ``+44``
+    to the trunk "carrier" (Kamailio over TLS), Kamailio, a sipp UAS behind it
+    (``reliable``: it rings reliably, RFC 3262), the appliance, and extension
+    1001 registered."""
+    plan, pki = carrier_plan
+    _cli(instance, "dialplan", "set", instance.domain, "--country-code", "44")
+    _add_trunk(instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+    _cli(instance, "route", "add", instance.domain, "+44", "carrier")
+    kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", env)
+    uas = _start_sipp(
+        stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=env, reliable=reliable)
+    )
+    _start_appliance(stack, instance, env)
+    return kamailio, uas, _register(stack, instance)
+
+
 # -- what is checked ---------------------------------------------------------------
 
 
@@ -267,17 +292,9 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
     appliance and Kamailio to the UAS, which completes its scenario (exit 0).
     The call detail record says outbound, trunk carrier, callee
     +441632960123, answered, hung up by the caller."""
-    plan, pki = carrier_plan
     domain = sip_instance.domain
-    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
-    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN)
-    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
-
     with ExitStack() as stack:
-        kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
-        uas = _start_sipp(stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env))
-        _start_appliance(stack, sip_instance, child_env)
-        phone = _register(stack, sip_instance)
+        kamailio, uas, phone = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
 
         call_id = f"{secrets.token_hex(8)}@trunk-out"
         answer, provisional = phone.call(DIALLED, call_id)
@@ -332,17 +349,8 @@ def test_our_bye_reaches_the_carrier_along_its_route_set(
     requests only by Route (``loose_route``) and drops anything else, so only
     then does the BYE reach the sipp UAS, which answers it and completes its
     scenario. The record says hung up by the system."""
-    plan, pki = carrier_plan
-    domain = sip_instance.domain
-    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
-    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN)
-    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
-
     with ExitStack() as stack:
-        kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
-        uas = _start_sipp(stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env))
-        _start_appliance(stack, sip_instance, child_env)
-        phone = _register(stack, sip_instance)
+        kamailio, uas, phone = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
 
         call_id = f"{secrets.token_hex(8)}@trunk-drop"
         answer, _ = phone.call(DIALLED, call_id)
@@ -373,19 +381,10 @@ def test_a_reliable_ringing_is_pracked_through_kamailio(
     re-sent with a higher CSeq to answer Kamailio's 407. The PRACK's 200 and
     then the INVITE's come back; ACK and BYE end the call, and sipp completes
     its scenario."""
-    plan, pki = carrier_plan
-    domain = sip_instance.domain
-    _cli(sip_instance, "dialplan", "set", domain, "--country-code", "44")
-    _add_trunk(sip_instance, pki, plan, tls_domain=CARRIER_DOMAIN)
-    _cli(sip_instance, "route", "add", domain, "+44", "carrier")
-
     with ExitStack() as stack:
-        _start_kamailio(stack, plan, pki, tmp_path / "kamailio", child_env)
-        uas = _start_sipp(
-            stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=child_env, reliable=True)
+        _, uas, phone = _outbound(
+            stack, sip_instance, carrier_plan, child_env, tmp_path, reliable=True
         )
-        _start_appliance(stack, sip_instance, child_env)
-        phone = _register(stack, sip_instance)
 
         call_id = f"{secrets.token_hex(8)}@trunk-100rel"
         client = phone.client
