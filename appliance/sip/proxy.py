@@ -55,7 +55,7 @@ from appliance.sip.proxy_dialogs import Dialogs
 from appliance.sip.proxy_responses import Responses
 from appliance.sip.proxy_state import Branch, Upstream, live_call, sends, server_key
 from appliance.sip.proxy_timers import ProxyTimers
-from appliance.sip.quota import CallRefusedError, QuotaError, refused_call
+from appliance.sip.quota import CallRefusedError, QuotaError, refused_call, refused_record
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
@@ -173,7 +173,7 @@ class Proxy(Responses, Dialogs):
         except CallRefusedError:
             raise
         except SipError as error:  # refused before anything rang: recorded all the same
-            raise refused_call(error, message, flow, now, caller, parties) from None
+            raise refused_call(error, message, flow, now, parties or caller) from None
         return self._start_call(message, flow, parties, plans, media, now)
 
     def _admit(
@@ -201,17 +201,10 @@ class Proxy(Responses, Dialogs):
         offer = read_offer(message, caller_policy, flow.transport)
         plans = plan_targets(callee_policy, targets)
         if not self.admission.reserve(tenant.id, tenant.max_concurrent_calls):
-            raise QuotaError(
-                message,
-                flow,
-                now,
-                tenant_id=tenant.id,
-                caller=parties.caller,
-                callee=parties.callee,
-                limit=tenant.max_concurrent_calls,
-                direction=parties.direction,
-                trunk=parties.trunk_name,
+            record = refused_record(
+                message, flow, now, parties, status=503, disposition="rejected-quota"
             )
+            raise QuotaError(record, tenant.max_concurrent_calls)
         try:
             media = CallMedia.open(
                 self.media,

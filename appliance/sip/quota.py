@@ -31,37 +31,16 @@ class CallRefusedError(SipError):
 
 
 class QuotaError(CallRefusedError):
-    """503 for the concurrent-call quota, remembering what to audit."""
+    """503 for the concurrent-call quota: recorded (``rejected-quota``), and
+    remembering what to audit."""
 
-    def __init__(
-        self,
-        message: Message,
-        flow: Flow,
-        now: float,
-        *,
-        tenant_id: int,
-        caller: str,
-        callee: str,
-        limit: int,
-        direction: Direction,
-        trunk: str | None,
-    ) -> None:
+    def __init__(self, record: CallDetailRecord, limit: int) -> None:
         warning = f'399 telemancer "concurrent call quota of {limit} reached"'
         error = SipError(503, "Service Unavailable (call quota)", (("Warning", warning),))
-        record = refused_record(
-            message,
-            flow,
-            now,
-            tenant_id=tenant_id,
-            caller=caller,
-            callee=callee,
-            direction=direction,
-            status=503,
-            trunk=trunk,
-            disposition="rejected-quota",
-        )
         super().__init__(error, record)
-        self.refused = QuotaRefused(tenant_id, message.call_id, caller, callee, limit, direction)
+        self.refused = QuotaRefused(
+            record.tenant_id, record.call_id, record.caller, record.callee, limit, record.direction
+        )
 
 
 def quota_refusal(error: SipError) -> QuotaRefused | None:
@@ -73,19 +52,24 @@ def refused_record(
     message: Message,
     flow: Flow,
     now: float,
+    who: Parties | Caller,
     *,
-    tenant_id: int,
-    caller: str,
-    callee: str,
-    direction: Direction,
     status: int,
-    trunk: str | None = None,
     disposition: Disposition | None = None,
 ) -> CallDetailRecord:
-    """The record of a call refused with ``status`` before anything rang
-    (its disposition follows from the status unless given)."""
+    """The record of a call refused with ``status`` before anything rang (its
+    disposition follows from the status unless given): between routed
+    ``Parties``, or from an identified ``Caller`` to what was dialled."""
+    direction: Direction
+    if isinstance(who, Parties):
+        tenant, caller, callee = who.tenant, who.caller, who.callee
+        direction, trunk = who.direction, who.trunk_name
+    else:
+        tenant, caller, callee = who.tenant, who.aor, dialled(message)
+        direction = "inbound" if who.carrier is not None else "internal"
+        trunk = who.carrier.name if who.carrier is not None else None
     call = Call(
-        tenant_id=tenant_id,
+        tenant_id=tenant.id,
         call_id=message.call_id,
         caller=caller,
         callee=callee,
@@ -99,30 +83,7 @@ def refused_record(
 
 
 def refused_call(
-    error: SipError,
-    message: Message,
-    flow: Flow,
-    now: float,
-    caller: Caller,
-    parties: Parties | None,
+    error: SipError, message: Message, flow: Flow, now: float, who: Parties | Caller
 ) -> CallRefusedError:
-    """``error`` as the refusal of a call from an identified ``caller``: routed
-    (``parties``) or not, in which case the callee is what was dialled."""
-    if parties is not None:
-        callee, direction, trunk = parties.callee, parties.direction, parties.trunk_name
-    else:
-        callee = dialled(message)
-        direction = "inbound" if caller.carrier is not None else "internal"
-        trunk = caller.carrier.name if caller.carrier is not None else None
-    record = refused_record(
-        message,
-        flow,
-        now,
-        tenant_id=caller.tenant.id,
-        caller=caller.aor,
-        callee=callee,
-        direction=direction,
-        status=error.status,
-        trunk=trunk,
-    )
-    return CallRefusedError(error, record)
+    """``error`` as the refusal of a call, recorded (see :func:`refused_record`)."""
+    return CallRefusedError(error, refused_record(message, flow, now, who, status=error.status))
