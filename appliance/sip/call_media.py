@@ -23,9 +23,11 @@ four moments:
    on the old keys until an answer is accepted.
 
 A request without an offer (late offer) is forwarded without one
-(:meth:`CallMedia.expect_offer`); the 2xx then carries the other side's offer,
-which :meth:`answer` judges and turns into our offer to the request's sender,
-whose answer comes in the ACK (:meth:`CallMedia.ack`).
+(:meth:`CallMedia.expect_offer`); the 2xx, or a reliable provisional response
+before it (RFC 3262 §5), then carries the other side's offer, which
+:meth:`answer` judges and turns into our offer to the request's sender, whose
+answer comes in the ACK, or in the PRACK for a provisional
+(:meth:`CallMedia.ack`).
 
 :meth:`CallMedia.close` releases the ports and returns both legs' counters
 for the call's record. Keys are never copied between legs: our lines are
@@ -240,12 +242,14 @@ class CallMedia:
     def _late_offer(
         self, branch_id: str, message: Message, transport: str, *, final: bool
     ) -> bytes | Refused | None:
-        """The offer in the 2xx to a request we sent without one: judged under the
-        sending side's policy, and our offer to the other side written; its
-        answer comes in the ACK (:meth:`ack`)."""
-        if not final:  # an offer in a reliable provisional: not negotiated here
-            return b"" if message.body else None
-        from_caller = self.late.pop(branch_id)
+        """The offer in the 2xx (or a reliable 18x) to a request we sent without
+        one: judged under the sending side's policy, and our offer to the other
+        side written; its answer comes in the ACK or PRACK (:meth:`ack`). An
+        offer a reliable 18x makes that we cannot take is dropped (the 2xx may
+        offer again); a 2xx's is refused."""
+        if not final and not (message.body and _reliable(message)):
+            return b"" if message.body else None  # no offer here
+        from_caller = self.late[branch_id]
         offerer, answerer = (
             (self.caller, self.callee) if from_caller else (self.callee, self.caller)
         )
@@ -256,14 +260,15 @@ class CallMedia:
                 message, offerer.policy, offerer.transport, current=offerer.mode, index=self.index
             )
         except MediaPolicyError as refused:
-            return Refused(refused.reject)
+            return _refuse_offer(refused.reject, final=final)
         except SipError:
-            return Refused(REJECT_NO_ANSWER)
+            return _refuse_offer(REJECT_NO_ANSWER, final=final)
         if offer is None:
-            return Refused(REJECT_NO_ANSWER)
+            return _refuse_offer(REJECT_NO_ANSWER, final=final)
         plan = plan_offer(answerer.policy, answerer.transport, current=answerer.mode)
         if isinstance(plan, Reject):
-            return Refused(plan)
+            return _refuse_offer(plan, final=final)
+        del self.late[branch_id]
         self.exchange = self._exchange(offerer, answerer, offer)
         body = self.offer_body(ACK, plan)
         self.written[(branch_id, message.body)] = body
@@ -271,8 +276,9 @@ class CallMedia:
         return body
 
     def ack(self, message: Message, now: float) -> bytes | Refused:
-        """The ACK answering the offer we made in a 2xx: the answer judged, both
-        legs set, and the answer written for the side that offered."""
+        """The ACK (or, after a reliable provisional, the PRACK) answering the
+        offer we made in that response: the answer judged, both legs set, and
+        the answer written for the side that offered."""
         self.awaiting_ack = False
         exchange = self._current()
         plan = exchange.plans.pop(ACK, None)
@@ -376,6 +382,17 @@ class CallMedia:
         """Release the ports; each leg's counters for the call's record."""
         session = self.ports.close(self.session.call_id) or self.session
         return {"caller": session.a.counters(), "callee": session.b.counters()}
+
+
+def _refuse_offer(reject: Reject, *, final: bool) -> Refused | bytes:
+    """A 2xx's offer we cannot take ends its dialog; a reliable 18x's is dropped."""
+    return Refused(reject) if final else b""
+
+
+def _reliable(response: Message) -> bool:
+    """A provisional response sent reliably (RFC 3262: ``Require: 100rel``), which
+    may carry an offer; its answer then comes in the PRACK."""
+    return any(option.lower() == "100rel" for option in response.values("require"))
 
 
 def _judge(exchange: Exchange, plan: OfferPlan, answer: SessionDescription) -> Accept | Reject:

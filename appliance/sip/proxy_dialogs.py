@@ -97,7 +97,8 @@ class Dialogs:
         offering = media is not None and (
             message.method == "INVITE" or (message.method == "UPDATE" and bool(message.body))
         )
-        if media is not None and message.method == "ACK" and media.awaiting_ack:
+        answering = message.method == "ACK" or (message.method == "PRACK" and bool(message.body))
+        if media is not None and answering and media.awaiting_ack:
             answered = media.ack(message, now)
             refused = isinstance(answered, Refused)
             with_body(message, rewrite, b"" if isinstance(answered, Refused) else answered)
@@ -115,10 +116,11 @@ class Dialogs:
             actions += self._ended(call, now, status=200, hangup_by=hangup)
         elif message.method == "BYE":  # an early dialog's: the INVITE's answer (487) ends it
             call.cancelled_by = "caller" if source is call.caller_leg else "callee"
+        if refused:  # the answer in the ACK or PRACK is unusable: the call cannot have media
+            call.end_reason = "sdp-answer-refused"
         if message.method == "ACK":
             actions.append(Send(target.flow, data))
-            if refused:  # the answer in the ACK is unusable: the call cannot have media
-                call.end_reason = "sdp-answer-refused"
+            if refused:
                 actions += self._hang_up(call, now, hangup_by="system")
             return actions
         transaction, server = dialog_transactions(
@@ -139,7 +141,10 @@ class Dialogs:
             self._branches[branch_id].media = call.media
         self.timers.touch("upstream", key)
         self.timers.touch("branch", branch_id)
-        return [*actions, *sends(target.flow, transaction.start(now))]
+        actions += sends(target.flow, transaction.start(now))
+        if refused:  # a PRACK's: the call ends before it is answered
+            actions += self._hang_up(call, now, hangup_by="system")
+        return actions
 
     def _hang_up(self: ProxyParts, call: Call, now: float, *, hangup_by: str) -> list[Action]:
         """End a call from our side: BYE to answered legs still reachable, CANCEL to

@@ -204,6 +204,41 @@ def test_a_late_offer_is_answered_in_the_ack() -> None:
     assert session.a.suite is not None and session.b.suite is not None
 
 
+def _reliably(response: bytes) -> bytes:
+    """``response`` sent reliably (RFC 3262): Require 100rel, RSeq 1."""
+    return response.replace(
+        b"Content-Length:", b"Require: 100rel\r\nRSeq: 1\r\nContent-Length:", 1
+    )
+
+
+def test_a_late_offer_in_a_reliable_183_is_answered_in_the_prack() -> None:
+    """RFC 3262 §5: to an INVITE without SDP the callee offers in a reliable 183;
+    the caller gets our offer there and answers in its PRACK, which reaches the
+    callee with our answer. The 2xx then carries no new offer, and an unreliable
+    18x's SDP is never an offer."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002", body=b""), bob.flow)
+    session = _session(edge)
+    ringing = bob.client.answer(invite, 180, "Ringing", body=bob.client.sdp())
+    assert _only(_send(edge, bob, ringing), alice.flow).body == b""
+    bob_offer = bob.client.sdp(crypto=bob.client.crypto_offer())
+    progress = bob.client.answer(invite, 183, "Session Progress", body=bob_offer)
+    early = _only(_send(edge, bob, _reliably(progress)), alice.flow)
+    address, port, _, crypto = _m_line(early)
+    assert (address, port) == (MEDIA, session.a.rtp_port) and crypto
+    assert not _keys(crypto) & _keys(parse_sdp(bob_offer).media[0].crypto)
+    prack = alice.client.in_dialog("PRACK", early, body=alice.client.sdp_answer(early))
+    forwarded = _only(_send(edge, alice, prack), bob.flow)
+    address, port, _, (line,) = _m_line(forwarded)
+    assert forwarded.method == "PRACK" and parse_crypto(line).tag == 1
+    assert (address, port) == (MEDIA, session.b.rtp_port)
+    assert session.a.expected == session.b.expected == ("127.0.0.20", 40000)
+    ok = _only(_send(edge, bob, bob.client.answer(invite, 200, "OK", body=b"")), alice.flow)
+    assert ok.status == 200 and ok.body == b""
+    assert _only(_send(edge, alice, alice.client.in_dialog("ACK", ok)), bob.flow).body == b""
+
+
 def test_a_late_offer_whose_ack_has_no_answer_ends_the_call() -> None:
     edge = _edge()
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
