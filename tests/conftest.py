@@ -27,6 +27,13 @@ def database_at(path: Path, version: int) -> sqlite_utils.Database:
     return db
 
 
+#: A tenant row as an older schema takes it (for tests of a migration).
+OLD_TENANT_SQL = (
+    "INSERT INTO tenants (name, domain, max_extensions, max_concurrent_calls, created_at)"
+    " VALUES ('Old', 'old.example', 3, 2, 'then')"
+)
+
+
 class FakeClock:
     """A settable clock: tests move time, nothing sleeps."""
 

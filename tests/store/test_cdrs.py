@@ -31,7 +31,7 @@ from appliance.store.cdrs import (
 from appliance.store.database import write_transaction
 from appliance.store.migrations import migrate
 from appliance.store.tenants import Directory, Tenant
-from tests.conftest import FakeClock, database_at
+from tests.conftest import OLD_TENANT_SQL, FakeClock, database_at
 
 #: The fake clock's start (2027-01-15T08:00:00Z) is aligned to an hour.
 T = 1_800_000_000.0
@@ -506,10 +506,7 @@ def test_migration_6_keeps_every_record_and_its_immutability(tmp_path: Path) -> 
     db = database_at(tmp_path / "old.sqlite3", 5)
     try:
         with write_transaction(db):
-            db.conn.execute(
-                "INSERT INTO tenants (name, domain, max_extensions, max_concurrent_calls,"
-                " created_at) VALUES ('Old', 'old.example', 3, 2, 'then')"
-            )
+            db.conn.execute(OLD_TENANT_SQL)
             db.conn.execute(
                 "INSERT INTO cdrs (id, tenant_id, call_id, caller, callee, direction,"
                 " setup_at, ended_at, disposition, final_status, caller_transport, media,"

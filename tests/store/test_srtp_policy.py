@@ -18,7 +18,7 @@ from appliance.store.sip_dialplan import load_trunks
 from appliance.store.sipstate import load_directory
 from appliance.store.tenants import Directory, InvalidInputError, NotFoundError, Tenant
 from appliance.store.trunks import TrunkRepository, TrunkSettings
-from tests.conftest import database_at
+from tests.conftest import OLD_TENANT_SQL, database_at
 
 KEY = bytes(range(32))
 SETTINGS = TrunkSettings(host="sbc.carrier.example")
@@ -52,10 +52,7 @@ def test_migration_5_keeps_rows_and_defaults_them_to_optional(tmp_path: Path) ->
     db = database_at(tmp_path / "old.sqlite3", 4)
     try:
         with write_transaction(db):
-            db.conn.execute(
-                "INSERT INTO tenants (name, domain, max_extensions, max_concurrent_calls,"
-                " created_at) VALUES ('Old', 'old.example', 3, 2, 'then')"
-            )
+            db.conn.execute(OLD_TENANT_SQL)
             db.conn.execute(
                 "INSERT INTO trunks (tenant_id, name, host, transport, created_at)"
                 " VALUES (1, 'lan', '10.0.0.1', 'udp', 'then')"

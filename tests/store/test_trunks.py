@@ -29,7 +29,7 @@ from appliance.store.tenants import (
 )
 from appliance.store.trunk_health import health, record_health
 from appliance.store.trunks import TrunkRepository, TrunkSettings, associated_data
-from tests.conftest import FakeClock, database_at
+from tests.conftest import OLD_TENANT_SQL, FakeClock, database_at
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -610,10 +610,7 @@ def test_migration_4_gives_existing_tenants_the_default_settings(tmp_path: Path)
     db = database_at(tmp_path / "old.sqlite3", 3)
     try:
         with write_transaction(db):
-            db.conn.execute(
-                "INSERT INTO tenants (name, domain, max_extensions, max_concurrent_calls,"
-                " created_at) VALUES ('Old', 'old.example', 1, 1, 'then')"
-            )
+            db.conn.execute(OLD_TENANT_SQL)
         assert migrate(db)[0] == 4
         assert load_number_settings(db) == {1: NumberSettings("", "0", "00")}
     finally:
