@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import (
     IReactorCore,
+    IReactorFDSet,
     IReactorFromThreads,
     IReactorSSL,
     IReactorTCP,
@@ -19,8 +20,10 @@ class IApplianceReactor(
     IReactorTime,
     IReactorTCP,
     IReactorSSL,
+    IReactorFDSet,
     IReactorUDP,
     IReactorFromThreads,
     Interface,
 ):
-    """Core, time, TCP, TLS, UDP and calls from threads."""
+    """Core, time, TCP, TLS, UDP (DNS), watched descriptors (SIP and media UDP
+    sockets) and calls from threads."""

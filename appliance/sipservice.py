@@ -9,7 +9,6 @@ the recovery console) changes the database.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +47,7 @@ from appliance.sip.outbound import CarrierTarget, connect_carrier
 from appliance.sip.proxy import CARRIER_PREFIX
 from appliance.sip.registrar import Binding, Flow
 from appliance.sip.transport import (
-    SipDatagramProtocol,
+    SipDatagramPort,
     SipStreamFactory,
     SipStreamProtocol,
     in_networks,
@@ -125,7 +124,7 @@ class SipService(Service):
         self._pending_health: list[TrunkHealth] = []
         self._locator = DnsLocator(make_system_resolver(reactor), reactor)
         self._data_version = known_data_version
-        self._udp: SipDatagramProtocol | None = None
+        self._udp: SipDatagramPort | None = None
         self._ports: list[IListeningPort] = []
         self._loops: list[LoopingCall] = []
         self.listening: Deferred[list[str]] = Deferred()
@@ -490,12 +489,14 @@ class SipService(Service):
                     f"sip:{address} (TCP, internal subnets only)",
                 )
             )
-            self._udp = SipDatagramProtocol(self, config.internal_subnets)
-            udp = self.reactor.listenUDP(
-                address.port, self._udp, interface=address.host, maxPacketSize=65_535
+            self._udp = SipDatagramPort(
+                self.reactor,
+                self,
+                config.internal_subnets,
+                address.host,
+                address.port,
+                UDP_RECEIVE_BUFFER_BYTES,
             )
-            _enlarge_receive_buffer(udp)
-            self._ports.append(udp)
             self.log.info(
                 "SIP listening on sip:{address} (UDP, internal subnets only)", address=str(address)
             )
@@ -534,6 +535,8 @@ class SipService(Service):
         media = self.edge.proxy.media
         if isinstance(media, MediaSockets):
             media.stop()  # every relay port closed, calls or not
+        if self._udp is not None:
+            self._udp.stopListening()
         stops: list[Deferred[Any]] = []
         for port in self._ports:
             result = port.stopListening()
@@ -545,9 +548,3 @@ class SipService(Service):
 #: The UDP receive buffer asked for: room for a burst of several thousand SIP
 #: datagrams while the reactor is busy. The kernel caps it at net.core.rmem_max.
 UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
-
-
-def _enlarge_receive_buffer(port: object) -> None:
-    handle = getattr(port, "getHandle", None)
-    if handle is not None:
-        handle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)

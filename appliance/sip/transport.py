@@ -15,16 +15,24 @@ import functools
 import hashlib
 import ipaddress
 import itertools
+import socket
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress, IHandshakeListener, ITransport
-from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IReactorFDSet,
+    IReadDescriptor,
+)
+from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from appliance.sip.framing import PONG, FramingError, KeepAlivePing, StreamFramer
@@ -36,7 +44,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _connection_ids = itertools.count(1)
 
 
-class SipHandler(Protocol):
+class DatagramHandler(Protocol):
+    """What the UDP port calls."""
+
+    def datagram_received(self, data: bytes, flow: Flow) -> None:
+        """A datagram arrived."""
+
+    def count(self, name: str) -> None:
+        """Bump a counter (drops, refusals)."""
+
+
+class SipHandler(DatagramHandler, Protocol):
     """What the transports call: the SIP service."""
 
     def is_blocked(self, ip: str) -> bool:
@@ -44,9 +62,6 @@ class SipHandler(Protocol):
 
     def message_received(self, message: Message, flow: Flow) -> None:
         """A complete message arrived on a stream."""
-
-    def datagram_received(self, data: bytes, flow: Flow) -> None:
-        """A datagram arrived."""
 
     def connection_made(self, connection: SipStreamProtocol) -> None:
         """A stream connection opened (and passed the source checks)."""
@@ -59,9 +74,6 @@ class SipHandler(Protocol):
 
     def connection_lost(self, connection: SipStreamProtocol) -> None:
         """A stream connection closed."""
-
-    def count(self, name: str) -> None:
-        """Bump a counter (drops, refusals)."""
 
 
 def host_of(address: IAddress) -> tuple[str, int]:
@@ -241,23 +253,118 @@ class SipStreamFactory(Factory):
             self.per_ip.pop(host, None)
 
 
-class SipDatagramProtocol(DatagramProtocol):
-    """Plaintext UDP from internal subnets."""
+#: Most datagrams read in one reactor event, so streams and timers are never starved.
+MAX_DATAGRAMS_PER_EVENT = 64
+#: Largest datagram read (limits.MAX_DATAGRAM_BYTES answers what is larger).
+MAX_DATAGRAM_READ = 65_535
 
-    def __init__(self, handler: SipHandler, allowed: Sequence[Network]) -> None:
+
+@implementer(IReadDescriptor)
+class SipDatagramPort:
+    """Plaintext UDP from internal subnets, on a plain non-blocking socket the
+    reactor watches.
+
+    Not Twisted's ``udp.Port``, for two reasons measured under load
+    (docs/performance.md, "Where the appliance's CPU goes per REGISTER"):
+    its ``write`` checks the address three times per datagram, and
+    answering each datagram as it is read means one ``sendto`` per wake-up of
+    the peer. Here the datagrams waiting when the reactor calls :meth:`doRead`
+    are all run through the core first, and what they made the core send is
+    sent together afterwards, in order. Sends from anywhere else (timers,
+    streams) go at once.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        handler: DatagramHandler,
+        allowed: Sequence[Network],
+        host: str,
+        port: int,
+        receive_buffer: int,
+    ) -> None:
+        self.reactor = reactor
         self.handler = handler
         self.allowed = tuple(allowed)
+        self.ipv6 = ipaddress.ip_address(host).version == 6
+        self.socket = socket.socket(
+            socket.AF_INET6 if self.ipv6 else socket.AF_INET, socket.SOCK_DGRAM
+        )
+        try:
+            self.socket.setblocking(False)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self.socket.bind((host, port))
+        except OSError as error:
+            self.socket.close()
+            raise CannotListenError(host, port, error) from error
+        self._sendto = self.socket.sendto
+        #: Sends made while a batch is read, or None outside one.
+        self._held: list[tuple[bytes, tuple[str, int]]] | None = None
+        self.reactor.addReader(self)
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:  # noqa: N802
-        """Drop silently unless the source is internal and not blocked."""
-        host, port = _unmapped(addr[0]), int(addr[1])
-        if not in_networks(host, self.allowed):
-            self.handler.count("dropped_outside_subnets")
-            return
-        self.handler.datagram_received(datagram, Flow("udp", (host, port)))
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 was asked for)."""
+        return int(self.socket.getsockname()[1])
 
     def send(self, data: bytes, remote: tuple[str, int]) -> None:
-        """Send one datagram (responses go to the packet's source)."""
-        transport = cast(ITransport | None, self.transport)
-        if transport is not None:
-            cast(Any, transport).write(data, remote)
+        """Send one datagram; during a batch, after the batch."""
+        if self._held is not None:
+            self._held.append((data, remote))
+        else:
+            self._send(data, remote)
+
+    def _send(self, data: bytes, remote: tuple[str, int]) -> None:
+        if self.ipv6 and ":" not in remote[0]:
+            remote = (f"::ffff:{remote[0]}", remote[1])
+        try:
+            self._sendto(data, remote)
+        except OSError:  # a full or failing socket drops it, as the network may
+            self.handler.count("udp_send_errors")
+
+    # -- IReadDescriptor ---------------------------------------------------
+
+    def fileno(self) -> int:
+        """The socket's descriptor (-1 once closed)."""
+        return self.socket.fileno()
+
+    def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
+        """For Twisted's log context."""
+        return "sip-udp"
+
+    def doRead(self) -> None:  # noqa: N802 (Twisted's name)
+        """Run every waiting datagram (up to a batch) through the core, then send."""
+        recvfrom, handler, allowed = self.socket.recvfrom, self.handler, self.allowed
+        held: list[tuple[bytes, tuple[str, int]]] = []
+        self._held = held
+        try:
+            for _ in range(MAX_DATAGRAMS_PER_EVENT):
+                try:
+                    datagram, source = recvfrom(MAX_DATAGRAM_READ)
+                except OSError:  # nothing left, or an ICMP error queued on the socket
+                    break
+                host = _unmapped(source[0]) if self.ipv6 else source[0]
+                if not in_networks(host, allowed):
+                    handler.count("dropped_outside_subnets")
+                    continue
+                try:
+                    handler.datagram_received(datagram, Flow("udp", (host, source[1])))
+                except Exception:  # one bad datagram must never stop the port
+                    handler.count("udp_errors")
+                    self.log.failure("SIP datagram from {host} not handled", host=host)
+        finally:
+            self._held = None
+            for data, remote in held:
+                self._send(data, remote)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802 (Twisted's name)
+        """The reactor let go of the socket (at shutdown)."""
+        self.socket.close()
+
+    def stopListening(self) -> None:  # noqa: N802 (IListeningPort's name)
+        """Stop reading and close the socket."""
+        if self.socket.fileno() != -1:
+            self.reactor.removeReader(self)
+            self.socket.close()
