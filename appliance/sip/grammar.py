@@ -254,8 +254,14 @@ def parse_max_forwards(value: str) -> int:
     return int(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_name_addr(value: str) -> NameAddr:
-    """Parse ``[display-name] <URI> *params`` or ``addr-spec *params``."""
+    """Parse ``[display-name] <URI> *params`` or ``addr-spec *params``.
+
+    Cached: one dialog's From and To recur in every request and response of
+    it, and a phone's refreshes repeat its From, To and Contact; the result is
+    immutable.
+    """
     simple = _SIMPLE_NAME_ADDR.fullmatch(value)
     if simple is not None:
         _check_absolute_uri(simple[2])
