@@ -92,10 +92,11 @@ class Registrar:
             requested = self._requested(message)
         except SipError as error:
             return RegisterResult(error.status, error.reason, error.headers)
+        held = self._bindings.get(extension_id, {})
+        #: Contacts with an entry in the expiry heap (every held binding has one).
+        scheduled = held.keys()
         current = {
-            contact: binding
-            for contact, binding in self._bindings.get(extension_id, {}).items()
-            if binding.expires_at > now
+            contact: binding for contact, binding in held.items() if binding.expires_at > now
         }
         call_id, cseq = message.call_id, message.cseq.number
         user_agent = (message.first("user-agent") or "")[:200]
@@ -132,7 +133,11 @@ class Registrar:
                 )
         self._bindings[extension_id] = current
         for binding in saved:
-            heapq.heappush(self._expiry, (binding.expires_at, extension_id, binding.contact))
+            # A refresh only moves a binding's expiry later, and handle_timer
+            # re-queues a binding found refreshed; so the heap holds one entry per
+            # binding, however often phones refresh.
+            if binding.contact not in scheduled:
+                heapq.heappush(self._expiry, (binding.expires_at, extension_id, binding.contact))
         headers = tuple(
             ("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")
             for b in current.values()
@@ -185,11 +190,15 @@ class Registrar:
             expires_at, extension_id, contact = heapq.heappop(self._expiry)
             per = self._bindings.get(extension_id, {})
             binding = per.get(contact)
-            if binding is not None and binding.expires_at == expires_at:
-                del per[contact]
-                expired.append(binding)
-                if not per:
-                    del self._bindings[extension_id]
+            if binding is None:
+                continue
+            if binding.expires_at > expires_at:  # refreshed since it was queued
+                heapq.heappush(self._expiry, (binding.expires_at, extension_id, contact))
+                continue
+            del per[contact]
+            expired.append(binding)
+            if not per:
+                del self._bindings[extension_id]
         return expired
 
 
