@@ -69,7 +69,7 @@ def ping_branch(
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     transaction = NonInviteClientTransaction(data, reliable=flow.transport != "udp", now=now)
     branch = Branch(branch_id, flow, data, transaction, None, None)
-    branch.ping = (trunk.id, now)
+    branch.ping = (trunk, now)
     return branch
 
 
@@ -86,13 +86,20 @@ def pinged(
     assert branch.ping is not None
     if status is not None and status < 200:
         return []
-    trunk_id, sent = branch.ping
+    trunk, sent = branch.ping
     branch.ping = None
     del branches[branch.id]
-    up = status is not None and status < 500
+    up = not ping_failed(status)
     if up:
-        trunk_down.discard(trunk_id)
+        trunk_down.discard(trunk.id)
     else:
-        trunk_down.add(trunk_id)
+        trunk_down.add(trunk.id)
     rtt = now - sent if status is not None else None
-    return [TrunkHealth(trunk_id, now, up, status, rtt)]
+    return [TrunkHealth(trunk.id, now, up, status, rtt)]
+
+
+def ping_failed(status: int | None) -> bool:
+    """Whether a ping's final answer (None: none came) says the server is not
+    taking calls: any 5xx does; a 4xx such as 404 or 405 still proves a SIP
+    server that answers."""
+    return status is None or status >= 500

@@ -43,7 +43,7 @@ from appliance.sip.blocklist import Blocklist
 from appliance.sip.call_media import CallMedia, MediaPorts
 from appliance.sip.call_parties import Parties, call_parties, caller_srtp, identify_caller
 from appliance.sip.calls import Admission, Call, Leg
-from appliance.sip.carriers import ping_branch, pinged, toward_carrier
+from appliance.sip.carriers import ping_branch, ping_failed, pinged, toward_carrier
 from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import SipDirectory
 from appliance.sip.errors import SipError
@@ -387,6 +387,22 @@ class Proxy(Responses, Dialogs):
         finally:
             self.timers.schedule_touched()
 
+    def _pinged(self, branch: Branch, status: int | None, now: float) -> list[Action]:
+        """A ping's final answer (``status``), or None when none can come (Timer F,
+        a lost connection). A failed server hands the ping to the trunk's next
+        located server, as a call would go there (RFC 3263 §4.3): the trunk is
+        down only when no server of it answers."""
+        assert branch.ping is not None
+        trunk = branch.ping[0]
+        if ping_failed(status):
+            flows = self.trunk_flows.get(trunk.id, [])
+            following = flows[flows.index(branch.flow) + 1 :] if branch.flow in flows else []
+            if following:
+                branch.ping = None
+                self._branches.pop(branch.id, None)
+                return self.ping(trunk, following[0], now)
+        return pinged(branch, status, now, branches=self._branches, trunk_down=self.trunk_down)
+
     def next_timer(self) -> float | None:
         """The earliest deadline of any branch, server transaction or call."""
         return self.timers.next_timer()
@@ -408,9 +424,7 @@ class Proxy(Responses, Dialogs):
             fired = branch.transaction.handle_timer(now)
             actions = sends(branch.flow, fired)
             if branch.ping is not None and any(isinstance(a, Timeout) for a in fired):
-                return actions + pinged(
-                    branch, None, now, branches=self._branches, trunk_down=self.trunk_down
-                )
+                return actions + self._pinged(branch, None, now)
             pending = branch.upstream if not branch.final else None
             if pending is not None and any(isinstance(a, Timeout) for a in fired):
                 actions += self._deliver(branch, synthetic_timeout(pending.message), now)

@@ -224,7 +224,12 @@ class Dialogs:
         self.certificates.pop(flow.connection, None)
         actions: list[Action] = []
         for branch in list(self._branches.values()):
-            if branch.flow == flow and not branch.final and branch.upstream is not None:
+            if branch.flow == flow and branch.ping is not None:
+                # A ping over a connection that is gone (or never came up) fails now.
+                self.timers.touch("branch", branch.id)
+                branch.transaction.transport_error(now)
+                actions += self._pinged(branch, None, now)
+            elif branch.flow == flow and not branch.final and branch.upstream is not None:
                 # A fork whose connection is gone (or never came up) fails now (§16.7).
                 self.timers.touch("branch", branch.id)
                 branch.transaction.transport_error(now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from appliance.sip.actions import Action, Send
-from appliance.sip.carriers import pinged, with_trunk_credentials
+from appliance.sip.carriers import with_trunk_credentials
 from appliance.sip.errors import SipError
 from appliance.sip.forwarding import (
     is_sdp,
@@ -52,9 +52,7 @@ class Responses:
         if branch is None or method_of(branch.request) != method:
             return []
         if branch.ping is not None:
-            return pinged(
-                branch, message.status, now, branches=self._branches, trunk_down=self.trunk_down
-            )
+            return self._pinged(branch, message.status, now)
         try:
             transaction_actions = branch.transaction.receive_response(
                 message.status, message.wire, now

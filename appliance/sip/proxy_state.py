@@ -47,7 +47,7 @@ class Branch:
     trunk: TrunkEntry | None = None
     authenticated: bool = False
     #: Set on an OPTIONS ping: which trunk, and when it was sent.
-    ping: tuple[int, float] | None = None
+    ping: tuple[TrunkEntry, float] | None = None
     #: Set on a branch carrying an SDP offer: the call's media, which judges the answer.
     media: CallMedia | None = None
     #: The ACK we sent for a 2xx whose answer we refused, re-sent on its retransmissions.

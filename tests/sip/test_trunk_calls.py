@@ -236,6 +236,34 @@ def test_options_pings_track_trunk_health() -> None:
     assert _to(_dial(edge, alice, "01632960123", NOW + 51), CARRIER)
 
 
+def test_a_trunk_is_up_while_any_of_its_servers_answers_pings() -> None:
+    """A ping the first located server fails (no answer by Timer F, a 5xx, or a
+    lost connection) goes to the next server, as a call would; the trunk is
+    reported down, and routed around, only when the last server fails too."""
+    edge = _edge()
+    edge.proxy.trunk_flows[7] = [CARRIER, SECOND]
+    alice = _phone(edge, "1001", 5062)
+    _only(edge.proxy.ping(_trunk(), CARRIER, NOW), CARRIER)
+    moved = edge.handle_timer(NOW + 32)  # Timer F on the first server
+    assert [a for a in moved if isinstance(a, TrunkHealth)] == []
+    answered = edge.message_received(
+        parse_datagram(SECOND_PHONE.answer(_only(moved, SECOND), 200, "OK")), SECOND, NOW + 33
+    )
+    (up,) = [a for a in answered if isinstance(a, TrunkHealth)]
+    assert (up.up, up.status, up.rtt) == (True, 200, 1.0)
+    assert _to(_dial(edge, alice, "01632960123", NOW + 34), CARRIER)
+
+    first = _only(edge.proxy.ping(_trunk(), CARRIER, NOW + 40), CARRIER)
+    busy = edge.message_received(
+        parse_datagram(CARRIER_PHONE.answer(first, 503, "Service Unavailable")), CARRIER, NOW + 40
+    )
+    lost = edge.connection_closed(SECOND, NOW + 41)  # the second server's connection fails
+    (down,) = [a for a in lost if isinstance(a, TrunkHealth)]
+    assert _only(busy, SECOND).method == "OPTIONS"
+    assert (down.up, down.status) == (False, None)
+    assert _only(_dial(edge, alice, "01632960124", NOW + 42), alice.flow).status == 503
+
+
 def test_an_inbound_call_over_the_quota_is_recorded_as_inbound() -> None:
     """The refused call's CDR keeps its direction: the operator can
     tell carriers' calls refused for quota from the phones'."""
