@@ -119,6 +119,8 @@ class SipConfig:
     digest_algorithms: tuple[str, ...]
     advertised_host: str
     max_call_seconds: int
+    #: Resolvers for carriers named by host name; empty: the machine's /etc/resolv.conf.
+    dns_servers: tuple[ListenAddress, ...] = ()
 
     def advertised(self, listen: ListenAddress, fallback: str) -> str:
         """The host phones reach a listener at (Via, Record-Route): the configured
@@ -264,6 +266,7 @@ def _build(r: _Reader, path: Path, environ: Mapping[str, str]) -> Config | None:
         ),
         advertised_host=sip_r.host("advertised_host"),
         max_call_seconds=sip_r.integer("max_call_seconds", 14400, minimum=60, maximum=7 * 86400),
+        dns_servers=sip_r.addresses("dns_servers"),
     )
 
     if sip.plaintext_enabled and not sip.internal_subnets:
@@ -528,6 +531,19 @@ class _Reader:
                 self.problem(f"{key}[{i}]", f"not a CIDR network: {e}")
         return tuple(out)
 
+    def addresses(self, key: str) -> tuple[ListenAddress, ...]:
+        """A list of ``IP:port`` strings (``[v6]:port`` for IPv6)."""
+        value = self._get(key, list, "a list of IP:port strings")
+        if value is _MISSING:
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(parse_listen(str(item)))
+            except ValueError as e:
+                self.problem(f"{key}[{i}]", str(e))
+        return tuple(out)
+
     def listen(self, key: str, default: str) -> ListenAddress:
         value = self._get(key, str, "a host:port string")
         text = default if value is _MISSING else value
@@ -599,6 +615,7 @@ def redacted_summary(config: Config) -> Iterator[str]:
     yield f"sip.digest_algorithms: {', '.join(sip.digest_algorithms)}"
     yield f"sip.advertised_host: {sip.advertised_host or '(the listen address)'}"
     yield f"sip.max_call_seconds: {sip.max_call_seconds}"
+    yield f"sip.dns_servers: {', '.join(map(str, sip.dns_servers)) or '(/etc/resolv.conf)'}"
     media = config.media
     yield f"media.listen: {media.listen}"
     yield f"media.advertised_address: {media.advertised_address}"

@@ -39,7 +39,7 @@ from appliance.sip.blocklist import BlockLifted, BlockStarted
 from appliance.sip.cdr import CallDetailRecord
 from appliance.sip.dialplan import TrunkEntry
 from appliance.sip.directory import SipDirectory
-from appliance.sip.dns import DnsLocator, make_system_resolver
+from appliance.sip.dns import DnsLocator, make_resolver, make_system_resolver
 from appliance.sip.edge import SipEdge
 from appliance.sip.locate import Target
 from appliance.sip.message import Message
@@ -122,7 +122,12 @@ class SipService(Service):
         self._carrier_queue: dict[str, list[bytes]] = {}
         self._carrier_targets: dict[str, CarrierTarget] = {}
         self._pending_health: list[TrunkHealth] = []
-        self._locator = DnsLocator(make_system_resolver(reactor), reactor)
+        resolver = (
+            make_resolver([(a.host, a.port) for a in config.dns_servers], reactor)
+            if config.dns_servers
+            else make_system_resolver(reactor)
+        )
+        self._locator = DnsLocator(resolver, reactor)
         self._data_version = known_data_version
         self._udp: SipDatagramPort | None = None
         self._ports: list[IListeningPort] = []
@@ -319,6 +324,12 @@ class SipService(Service):
                 trunk.tls_domain,
                 trunk.ca_bundle,
                 trunk.fingerprint,
+            )
+        if flows != self.edge.proxy.trunk_flows.get(trunk.id):
+            self.log.info(
+                "trunk {trunk} located: {servers}",
+                trunk=trunk.name,
+                servers=", ".join(flow.describe() for flow in flows) or "no usable server",
             )
         self.edge.proxy.trunk_flows[trunk.id] = flows
 

@@ -681,6 +681,7 @@ def test_redacted_summary_covers_every_key(tmp_path: Path) -> None:
         "sip.digest_algorithms",
         "sip.advertised_host",
         "sip.max_call_seconds",
+        "sip.dns_servers",
         "media.listen",
         "media.advertised_address",
         "media.port_min",
@@ -725,6 +726,21 @@ def test_bad_cidrs_are_reported_by_index(tmp_path: Path) -> None:
     )
     keys = [key for key, _ in _problems(_instance(tmp_path, text))]
     assert keys == ["sip.internal_subnets[1]", "sip.internal_subnets[2]"]
+
+
+def test_dns_servers_are_ip_port_pairs_and_bad_ones_reported_by_index(tmp_path: Path) -> None:
+    """dns_servers defaults to none (the machine's resolv.conf); each entry must be
+    IP:port, and a host name, a missing port or an unbracketed IPv6 is refused."""
+    assert load(_instance(tmp_path / "default"), {}).sip.dns_servers == ()
+    text = _edit(BASE_CONFIG, "[sip]\n", '[sip]\ndns_servers = ["127.0.0.53:53", "[::1]:5353"]\n')
+    servers = load(_instance(tmp_path / "good", text), {}).sip.dns_servers
+    assert [(s.host, s.port) for s in servers] == [("127.0.0.53", 53), ("::1", 5353)]
+    bad = '[sip]\ndns_servers = ["127.0.0.53:53", "ns.example:53", "10.0.0.1", "::1:53"]\n'
+    keys = [
+        key
+        for key, _ in _problems(_instance(tmp_path / "bad", _edit(BASE_CONFIG, "[sip]\n", bad)))
+    ]
+    assert keys == ["sip.dns_servers[1]", "sip.dns_servers[2]", "sip.dns_servers[3]"]
 
 
 @pytest.mark.parametrize("value", [("MD5",), ("SHA-256",), ("MD5", "SHA-256")])

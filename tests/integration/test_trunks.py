@@ -25,6 +25,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
+import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -53,7 +56,8 @@ from tests.integration.carrier import (
     split_route_set,
 )
 from tests.integration.conftest import Running, SipInstance, telemancer
-from tests.integration.peers import free_udp_port, poll_until
+from tests.integration.dnsserver import Record
+from tests.integration.peers import PeerProcess, free_udp_port, poll_until
 
 #: The trunk's Digest credentials at the carrier.
 TRUNK_USER = "acme"
@@ -69,6 +73,10 @@ NETWORK_CALLER = "+447700900123"
 HOLD_SECONDS = 1.0
 #: How quickly a refused carrier must turn into a final answer for the phone.
 REFUSAL_SECONDS = 5.0
+#: Where a failing carrier server runs (it hangs up on every connection).
+DOWN_SERVER_IP = "127.0.0.6"
+#: The repository root, from where ``python -m tests.integration.dnsserver`` runs.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- setting up ------------------------------------------------------------------
@@ -87,19 +95,22 @@ def _add_trunk(
     *,
     tls_domain: str,
     inbound: bool = False,
+    host: str = CARRIER_IP,
+    located: bool = False,
 ) -> None:
     """``trunk add`` as an operator runs it: TLS to Kamailio, its CA bundle and
     identity, Digest credentials (password on stdin), optionally the carrier's
-    source network for inbound calls."""
+    source network for inbound calls. ``host`` is Kamailio's address, or with
+    ``located`` a name whose servers DNS gives (RFC 3263, no port)."""
+    where = [] if located else ["--port", str(plan.tls_port)]
     argv = [
         "trunk",
         "add",
         instance.domain,
         "carrier",
         "--host",
-        CARRIER_IP,
-        "--port",
-        str(plan.tls_port),
+        host,
+        *where,
         "--transport",
         "tls",
         "--tls-domain",
@@ -137,6 +148,53 @@ def _start_kamailio(
     stack.callback(kamailio.stop)
     kamailio.wait_ready()
     return kamailio
+
+
+def _start_dns(
+    stack: ExitStack, records: list[Record], directory: Path, env: dict[str, str]
+) -> int:
+    """tests/integration/dnsserver.py serving ``records`` in its own process; its UDP port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    zone = directory / "zone.json"
+    zone.write_text(json.dumps(records))
+    server = PeerProcess(
+        [sys.executable, "-m", "tests.integration.dnsserver", str(zone)], env=env, cwd=ROOT
+    )
+    stack.callback(server.stop)
+    server.wait_for(lambda lines: bool(lines) and lines[0].isdigit(), "its port")
+    return int(server.lines[0])
+
+
+class _HangingUp:
+    """A carrier server that is failing: it accepts TCP connections on ``host``
+    and closes them at once, counting them."""
+
+    def __init__(self, host: str) -> None:
+        self.listener = socket.create_server((host, 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _use_dns(instance: SipInstance, port: int) -> None:
+    """The appliance asks only the test DNS server (``[sip] dns_servers``)."""
+    text = instance.config.read_text()
+    assert "\n[sip]\n" in text
+    instance.config.write_text(
+        text.replace("\n[sip]\n", f'\n[sip]\ndns_servers = ["127.0.0.1:{port}"]\n', 1)
+    )
 
 
 def _start_sipp(stack: ExitStack, sipp: Sipp) -> Sipp:
@@ -234,20 +292,31 @@ def _outbound(
     tmp_path: Path,
     *,
     reliable: bool = False,
+    zone: list[Record] | None = None,
 ) -> tuple[Kamailio, Sipp, Phone]:
     """Outbound calls set up: acme.example with country code 44 and route ``+44``
     to the trunk "carrier" (Kamailio over TLS), Kamailio, a sipp UAS behind it
     (``reliable``: it rings reliably, RFC 3262), the appliance, and extension
-    1001 registered."""
+    1001 registered. With a ``zone``, the trunk names ``carrier.test`` and the
+    appliance finds its servers in that zone (RFC 3263), served by a DNS
+    server of the test's own, before the phone registers."""
     plan, pki = carrier_plan
     _cli(instance, "dialplan", "set", instance.domain, "--country-code", "44")
-    _add_trunk(instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+    if zone is None:
+        _add_trunk(instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+    else:
+        _use_dns(instance, _start_dns(stack, zone, tmp_path / "dns", env))
+        _add_trunk(
+            instance, pki, plan, tls_domain=CARRIER_DOMAIN, host=CARRIER_DOMAIN, located=True
+        )
     _cli(instance, "route", "add", instance.domain, "+44", "carrier")
     kamailio = _start_kamailio(stack, plan, pki, tmp_path / "kamailio", env)
     uas = _start_sipp(
         stack, sipp_uas(tmp_path / "uas", port=plan.uas_port, env=env, reliable=reliable)
     )
-    _start_appliance(stack, instance, env)
+    running = _start_appliance(stack, instance, env)
+    if zone is not None:
+        running.wait_for("trunk {trunk} located")
     return kamailio, uas, _register(stack, instance)
 
 
@@ -366,6 +435,60 @@ def test_our_bye_reaches_the_carrier_along_its_route_set(
         )
         record = _cdr(sip_instance, call_id)
         assert (record["disposition"], record["hangup_by"]) == ("answered", "system"), record
+
+
+def test_a_carrier_server_that_is_down_hands_the_call_to_the_next_one(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """RFC 3263 §4.3 failover, with real DNS and a real carrier. The trunk
+    names its carrier ``carrier.test`` without a port, and the appliance asks
+    only the test's DNS server (``[sip] dns_servers``). The server gives
+    ``_sips._tcp.carrier.test`` two servers: first (priority 10) one on
+    127.0.0.6, then (priority 20) Kamailio on
+    127.0.0.3. The phone's INVITE goes to 127.0.0.6 first, and the refused
+    connection fails that branch. The appliance then sends the INVITE to
+    Kamailio on a new branch and answers its 407, and the sipp UAS answers.
+    The phone sees only 180 and 200: its call completes, and the record says
+    answered through the trunk."""
+    plan, _ = carrier_plan
+    down = _HangingUp(DOWN_SERVER_IP)
+    down_port = down.port
+    zone: list[Record] = [
+        ["SRV", f"_sips._tcp.{CARRIER_DOMAIN}", 10, 0, down_port, f"down.{CARRIER_DOMAIN}"],
+        ["SRV", f"_sips._tcp.{CARRIER_DOMAIN}", 20, 0, plan.tls_port, f"edge.{CARRIER_DOMAIN}"],
+        ["A", f"down.{CARRIER_DOMAIN}", DOWN_SERVER_IP],
+        ["A", f"edge.{CARRIER_DOMAIN}", CARRIER_IP],
+    ]
+    with ExitStack() as stack:
+        stack.callback(down.close)
+        kamailio, uas, phone = _outbound(
+            stack, sip_instance, carrier_plan, child_env, tmp_path, zone=zone
+        )
+        call_id = f"{secrets.token_hex(8)}@failover"
+        answer, provisional = phone.call(DIALLED, call_id)
+        assert answer.status == 200, answer.wire
+        assert 180 in provisional and all(s in (100, 180, 183) for s in provisional), provisional
+        phone.socket.send(phone.in_dialog("ACK", answer))
+        phone.socket.send(phone.in_dialog("BYE", answer))
+        bye_answer, _ = phone.receive_final()
+        assert (bye_answer.status, bye_answer.cseq.method) == (200, "BYE"), bye_answer.wire
+        assert uas.wait() == 0, uas.describe()
+
+        # The first server was tried (and hung up on the appliance); Kamailio
+        # then got the INVITE, challenged once and then with the credentials.
+        assert down.accepted >= 1
+        assert len(kamailio.received("INVITE")) == 2, kamailio.tail()
+        (invite,) = uas.received_requests("INVITE")
+        assert invite.start_line == f"INVITE sip:{E164}@{CARRIER_DOMAIN} SIP/2.0"
+        record = _cdr(sip_instance, call_id)
+        assert (record["trunk"], record["disposition"], record["final_status"]) == (
+            "carrier",
+            "answered",
+            "200",
+        )
 
 
 def test_a_reliable_ringing_is_pracked_through_kamailio(

@@ -270,64 +270,40 @@ def test_make_resolver_asks_the_given_servers() -> None:
     assert resolver.servers == [("127.0.0.1", 5353)]
 
 
-#: Serves a zone on 127.0.0.1 (ephemeral UDP port) with twisted.names.server
-#: and locates through DnsLocator + make_resolver on the same real reactor.
+#: Serves a zone on 127.0.0.1 (ephemeral UDP port) with the integration tests'
+#: DNS server (tests/integration/dnsserver.py, twisted.names) and locates
+#: through DnsLocator + make_resolver on the same real reactor.
 _REAL_DNS_SCRIPT = textwrap.dedent(
     """
     import json
 
     from twisted.internet import defer, task
-    from twisted.names import dns, error, server
-    from twisted.names.common import ResolverBase
 
     from appliance.sip.dns import DnsLocator, make_resolver
+    from tests.integration.dnsserver import Zone, serve
 
-    def rr(name, payload):
-        return dns.RRHeader(name.encode(), payload.TYPE, dns.IN, 300, payload, auth=True)
-
-    def naptr(order, service, replacement):
-        return dns.Record_NAPTR(order, 50, b"s", service, b"", replacement)
-
-    ZONE = {
-        (dns.NAPTR, "example.com"): [
-            rr("example.com", naptr(50, b"SIPS+D2T", b"_sips._tcp.example.com")),
-            rr("example.com", naptr(90, b"SIP+D2T", b"_sip._tcp.example.com")),
-            rr("example.com", naptr(100, b"SIP+D2U", b"_sip._udp.example.com")),
-        ],
-        (dns.SRV, "_sips._tcp.example.com"): [
-            rr("_sips._tcp.example.com", dns.Record_SRV(0, 0, 5061, b"sbc1.example.com")),
-            rr("_sips._tcp.example.com", dns.Record_SRV(1, 0, 5061, b"sbc2.example.com")),
-        ],
-        (dns.A, "sbc1.example.com"): [rr("sbc1.example.com", dns.Record_A("192.0.2.1"))],
-        (dns.AAAA, "sbc1.example.com"): [rr("sbc1.example.com", dns.Record_AAAA("2001:db8::1"))],
-        (dns.A, "sbc2.example.com"): [rr("sbc2.example.com", dns.Record_A("192.0.2.2"))],
-        (dns.AAAA, "v6.example.com"): [rr("v6.example.com", dns.Record_AAAA("2001:db8::6"))],
-    }
-    NAMES = {name for _, name in ZONE} | {"_sip._tcp.example.com", "_sip._udp.example.com"}
-
-    class Zone(ResolverBase):
-        def __init__(self):
-            super().__init__()
-            self.queries = 0
-
-        def _lookup(self, name, cls, type, timeout):
-            self.queries += 1
-            name = name.decode().lower()
-            if name not in NAMES:
-                return defer.fail(error.DomainError(name))
-            return defer.succeed((ZONE.get((type, name), []), [], []))
+    ZONE = Zone([
+        ["NAPTR", "example.com", 50, 50, "s", "SIPS+D2T", "_sips._tcp.example.com"],
+        ["NAPTR", "example.com", 90, 50, "s", "SIP+D2T", "_sip._tcp.example.com"],
+        ["NAPTR", "example.com", 100, 50, "s", "SIP+D2U", "_sip._udp.example.com"],
+        ["SRV", "_sips._tcp.example.com", 0, 0, 5061, "sbc1.example.com"],
+        ["SRV", "_sips._tcp.example.com", 1, 0, 5061, "sbc2.example.com"],
+        ["A", "sbc1.example.com", "192.0.2.1"],
+        ["AAAA", "sbc1.example.com", "2001:db8::1"],
+        ["A", "sbc2.example.com", "192.0.2.2"],
+        ["AAAA", "v6.example.com", "2001:db8::6"],
+    ])
+    ZONE.names |= {"_sip._tcp.example.com", "_sip._udp.example.com"}
 
     @defer.inlineCallbacks
     def main(reactor):
-        zone = Zone()
-        factory = server.DNSServerFactory(authorities=[zone])
-        port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+        port = serve(reactor, ZONE)
         resolver = make_resolver([("127.0.0.1", port.getHost().port)], reactor)
         locator = DnsLocator(resolver, reactor, choose=lambda total: 0)
         out = {"first": (yield locator.locate("example.com"))}
-        out["queries_first"] = zone.queries
+        out["queries_first"] = ZONE.queries
         out["again"] = yield locator.locate("example.com")
-        out["queries_again"] = zone.queries - out["queries_first"]
+        out["queries_again"] = ZONE.queries - out["queries_first"]
         out["tls_trunk"] = yield locator.locate("Example.COM.", transport="tls")
         out["port_given"] = yield locator.locate("v6.example.com", 5080, "tcp")
         out["missing"] = yield locator.locate("nowhere.example")
