@@ -14,14 +14,15 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from appliance.config import SipConfig
+from appliance.config import ListenAddress, SipConfig
 from appliance.media.udp import MediaSockets
 from appliance.reactor import IApplianceReactor
 from appliance.sip.actions import (
@@ -500,17 +501,7 @@ class SipService(Service):
                     f"sip:{address} (TCP, internal subnets only)",
                 )
             )
-            self._udp = SipDatagramPort(
-                self.reactor,
-                self,
-                config.internal_subnets,
-                address.host,
-                address.port,
-                UDP_RECEIVE_BUFFER_BYTES,
-            )
-            self.log.info(
-                "SIP listening on sip:{address} (UDP, internal subnets only)", address=str(address)
-            )
+            waits.append(self._listen_udp(address))
         loops = (
             (TIMER_TICK_SECONDS, self.tick),
             (FLUSH_SECONDS, self.flush),
@@ -526,6 +517,25 @@ class SipService(Service):
             loop.start(interval, now=call == self.locate_carriers)
             self._loops.append(loop)
         gatherResults(waits, consumeErrors=True).chainDeferred(self.listening)
+
+    def _listen_udp(self, address: ListenAddress) -> Deferred[str]:
+        """Bind the plaintext UDP port. A port that cannot be bound fails
+        ``listening`` as a stream listener would, so the service stops and says
+        why rather than running without it."""
+        name = f"sip:{address} (UDP, internal subnets only)"
+        try:
+            self._udp = SipDatagramPort(
+                self.reactor,
+                self,
+                self.config.internal_subnets,
+                address.host,
+                address.port,
+                UDP_RECEIVE_BUFFER_BYTES,
+            )
+        except CannotListenError as error:
+            return fail(error)
+        self.log.info("SIP listening on {name}", name=name)
+        return succeed(name)
 
     def _listen(self, endpoint: object, factory: SipStreamFactory, name: str) -> Deferred[str]:
         def listened(port: IListeningPort) -> str:

@@ -32,6 +32,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_tcp_and_udp_port() -> int:
+    """A port that is free for both TCP and UDP on every address right now, for a
+    plaintext SIP listener (which binds both)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            try:
+                udp.bind(("0.0.0.0", port))  # noqa: S104 (a probe, closed at once)
+                tcp.bind(("0.0.0.0", port))  # noqa: S104
+            except OSError:
+                continue
+        return port
+
+
 def telemancer(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a separate process, as an operator would."""
     return subprocess.run(
@@ -141,7 +155,7 @@ def sip_instance(tmp_path: Path) -> SipInstance:
     var = tmp_path / "var"
     assert telemancer("init", "--dev", str(var)).returncode == 0
     config = var / "telemancer.toml"
-    tls_port, plain_port = free_port(), free_port()
+    tls_port, plain_port = free_port(), free_tcp_and_udp_port()
     text = config.read_text().replace("127.0.0.1:8443", f"127.0.0.1:{free_port()}")
     text = text.replace("127.0.0.1:5061", f"127.0.0.1:{tls_port}")
     text = text.replace(

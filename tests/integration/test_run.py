@@ -18,7 +18,7 @@ from appliance.config import load
 from appliance.store import open_directory
 from appliance.store.audit import Actor
 from appliance.store.checkpoints import CheckpointKey
-from tests.integration.conftest import DEADLINE_SECONDS, Running, telemancer
+from tests.integration.conftest import DEADLINE_SECONDS, Running, SipInstance, telemancer
 
 
 def _curl(url: str, *options: str) -> subprocess.CompletedProcess[str]:
@@ -118,6 +118,17 @@ def test_port_in_use_exits_1(dev_instance: tuple[Path, int], child_env: dict[str
         squatter.listen()
         running = Running(config, child_env)
         running.wait_for("could not start listening")
+        assert running.process.wait(timeout=DEADLINE_SECONDS) == 1
+
+
+def test_sip_udp_port_in_use_exits_1(sip_instance: SipInstance, child_env: dict[str, str]) -> None:
+    """If the plaintext SIP UDP port is taken the appliance names it and exits 1,
+    rather than running without it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", sip_instance.plain_port))
+        running = Running(sip_instance.config, child_env)
+        event = running.wait_for("could not start listening")
+        assert str(sip_instance.plain_port) in event["error"]
         assert running.process.wait(timeout=DEADLINE_SECONDS) == 1
 
 

@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,11 +130,18 @@ def _add_trunk(
 @pytest.fixture
 def carrier_plan(sip_instance: SipInstance, tmp_path: Path) -> tuple[CarrierPlan, CarrierPki]:
     """Ports for Kamailio and sipp, and the carrier's certificate from a fresh test CA."""
+    # The appliance's plaintext ports are bound on 0.0.0.0 later, so no peer may
+    # take their numbers now on another loopback address.
+    taken = {sip_instance.tls_port, sip_instance.plain_port}
+
+    def other(pick: Callable[[], int]) -> int:
+        return next(port for port in iter(pick, None) if port not in taken)
+
     plan = CarrierPlan(
-        tls_port=free_tcp_port(CARRIER_IP),
-        udp_port=free_udp_port(CARRIER_IP),
+        tls_port=other(lambda: free_tcp_port(CARRIER_IP)),
+        udp_port=other(lambda: free_udp_port(CARRIER_IP)),
         appliance_tls_port=sip_instance.tls_port,
-        uas_port=free_udp_port(NETWORK_IP),
+        uas_port=other(lambda: free_udp_port(NETWORK_IP)),
         username=TRUNK_USER,
         password=TRUNK_PASSWORD,
     )
