@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -365,6 +365,7 @@ def _join(prefix: str, key: str) -> str:
 
 
 _T = TypeVar("_T")
+_Item = TypeVar("_Item")
 _MISSING = object()
 _WILDCARDS = frozenset({"0.0.0.0", "::"})  # noqa: S104 (recognised, not bound)
 _HOST_NAME = re.compile(
@@ -520,28 +521,27 @@ class _Reader:
 
     def networks(self, key: str) -> tuple[IPNetwork, ...]:
         """A list of CIDR strings (``10.0.0.0/8``, ``::1/128``); host bits are an error."""
-        value = self._get(key, list, "a list of CIDR strings")
-        if value is _MISSING:
-            return ()
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(ipaddress.ip_network(str(item)))
-            except ValueError as e:
-                self.problem(f"{key}[{i}]", f"not a CIDR network: {e}")
-        return tuple(out)
+        return self._list(
+            key, "a list of CIDR strings", ipaddress.ip_network, "not a CIDR network: "
+        )
 
     def addresses(self, key: str) -> tuple[ListenAddress, ...]:
         """A list of ``IP:port`` strings (``[v6]:port`` for IPv6)."""
-        value = self._get(key, list, "a list of IP:port strings")
+        return self._list(key, "a list of IP:port strings", parse_listen, "")
+
+    def _list(
+        self, key: str, what: str, parse: Callable[[str], _Item], problem: str
+    ) -> tuple[_Item, ...]:
+        """Each item of a list parsed; a bad one is reported under its index."""
+        value = self._get(key, list, what)
         if value is _MISSING:
             return ()
         out = []
         for i, item in enumerate(value):
             try:
-                out.append(parse_listen(str(item)))
+                out.append(parse(str(item)))
             except ValueError as e:
-                self.problem(f"{key}[{i}]", str(e))
+                self.problem(f"{key}[{i}]", f"{problem}{e}")
         return tuple(out)
 
     def listen(self, key: str, default: str) -> ListenAddress:

@@ -455,12 +455,12 @@ def test_a_carrier_server_that_is_down_hands_the_call_to_the_next_one(
     names its carrier ``carrier.test`` without a port, and the appliance asks
     only the test's DNS server (``[sip] dns_servers``). The server gives
     ``_sips._tcp.carrier.test`` two servers: first (priority 10) one on
-    127.0.0.6, then (priority 20) Kamailio on
-    127.0.0.3. The phone's INVITE goes to 127.0.0.6 first, and the refused
-    connection fails that branch. The appliance then sends the INVITE to
-    Kamailio on a new branch and answers its 407, and the sipp UAS answers.
-    The phone sees only 180 and 200: its call completes, and the record says
-    answered through the trunk."""
+    127.0.0.6, which accepts each connection and closes it at once, then
+    (priority 20) Kamailio on 127.0.0.3. The phone's INVITE goes to 127.0.0.6
+    first, and the lost connection fails that branch. The appliance then sends
+    the INVITE to Kamailio on a new branch and answers its 407, and the sipp
+    UAS answers. The phone sees only 180 and 200: its call completes, and the
+    record says answered through the trunk."""
     plan, _ = carrier_plan
     down = _HangingUp(DOWN_SERVER_IP)
     down_port = down.port
