@@ -73,7 +73,14 @@ from peers import (
     kamailio_version,
     make_users,
 )
-from procstat import cpu_seconds, rss_kib, tree_cpu_seconds, udp_socket_drops
+from procstat import (
+    cpu_seconds,
+    rss_kib,
+    tree_cpu_seconds,
+    tree_voluntary_switches,
+    udp_socket_drops,
+    voluntary_switches,
+)
 from pyspy import PySpy, ThreadProfile, find_py_spy, summarise
 from sipload import (
     SippResult,
@@ -124,6 +131,9 @@ class CallFigures:
     idle_cpu: float = 0.0
     #: The appliance's garbage collection during the run (``--gc-log``).
     gc: GcTotals | None = None
+    #: How often the server waited for work during the run (voluntary context
+    #: switches: each ends in a wake-up), None when not read.
+    wake_ups: int | None = None
 
     @property
     def per_cpu_second(self) -> float:
@@ -322,6 +332,7 @@ def measure_calls(
     udp_port: int | None = None,
     gc_log: Path | None = None,
     callee: Callee | None = None,
+    waits: Callable[[], int] | None = None,
 ) -> CallFigures:
     """A traced smoke run, a warm-up, then the measured run with the server's CPU
     time read around it."""
@@ -362,9 +373,11 @@ def measure_calls(
         other_before = {name: read() for name, read in others.items()}
         drops = udp_socket_drops()
         gc_before = read_totals(gc_log) if gc_log is not None else None
+        waits_before = waits() if waits is not None else 0
         before = cpu()
         result = run_sipp(run, target, slug, free_port())
         used = cpu() - before
+        wake_ups = waits() - waits_before if waits is not None else None
         dropped = _dropped(drops, udp_port)
         collected = phase(gc_log, gc_before) if gc_log is not None else None
         other_used = {name: read() - other_before[name] for name, read in others.items()}
@@ -376,7 +389,7 @@ def measure_calls(
         report.failures.append(first_failure(server, errors, messages))
         if callee is not None:
             report.failures.append(first_failure(f"{server} callee", callee.errors, None))
-    return CallFigures(server, result, used, other_used, dropped, idle, collected)
+    return CallFigures(server, result, used, other_used, dropped, idle, collected, wake_ups)
 
 
 def _dropped(before: dict[int, int], port: int | None) -> int | None:
@@ -569,6 +582,7 @@ def bench_telemancer(setup: Setup, report: Report) -> None:
                 udp_port=instance.udp_port,
                 gc_log=gc_log,
                 callee=callee,
+                waits=lambda: voluntary_switches(appliance.pid),
             )
         finally:
             callee.stop()
@@ -634,6 +648,7 @@ def bench_tls(
                 others={"stunnel": lambda: cpu_seconds(tunnel.pid)},
                 gc_log=gc_log,
                 callee=callee,
+                waits=lambda: voluntary_switches(pid),
             )
         finally:
             callee.stop()
@@ -669,6 +684,7 @@ def bench_kamailio(setup: Setup, report: Report) -> None:
                 report,
                 udp_port=server.port,
                 callee=callee,
+                waits=lambda: tree_voluntary_switches(server.pid),
             )
         finally:
             callee.stop()
@@ -762,6 +778,15 @@ def print_report(args: argparse.Namespace, report: Report, sipp_version: str) ->
             "CPU microseconds per call",
             [
                 f"{1e6 * r.cpu_seconds / r.sipp.successful:,.0f}" if r.sipp.successful else "-"
+                for r in rows
+            ],
+        )
+        line(
+            "server wake-ups per call",
+            [
+                f"{r.wake_ups / r.sipp.successful:.1f}"
+                if r.wake_ups is not None and r.sipp.successful
+                else "-"
                 for r in rows
             ],
         )

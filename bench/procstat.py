@@ -59,12 +59,34 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def voluntary_switches(pid: int) -> int:
+    """How often the process's main thread has waited so far
+    (``voluntary_ctxt_switches``): each wait ends in a wake-up, whose cost
+    (the scheduler, and caches refilled) is charged to the process."""
+    return _status_number(pid, "voluntary_ctxt_switches:")
+
+
+def tree_voluntary_switches(pid: int) -> int:
+    """The same, summed over ``pid`` and all its live descendants."""
+    total = 0
+    for member in [pid, *descendants(pid)]:
+        try:
+            total += voluntary_switches(member)
+        except OSError:
+            continue  # exited while we looked
+    return total
+
+
+def _status_number(pid: int, field: str) -> int:
+    for line in (_PROC / str(pid) / "status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    raise OSError(f"no {field} for process {pid}")
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of ``pid`` in KiB (``VmRSS`` of ``/proc/<pid>/status``)."""
-    for line in (_PROC / str(pid) / "status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise OSError(f"no VmRSS for process {pid}")
+    return _status_number(pid, "VmRSS:")
 
 
 def udp_socket_drops() -> dict[int, int]:
