@@ -120,6 +120,10 @@ def split_commas(value: str) -> list[str]:
     """Split a list header on commas outside quotes and angle brackets."""
     if "," not in value:
         return [value] if value else []
+    if '"' not in value and "<" not in value:
+        # No quoted string and no <URI>: every comma separates (sipp, for one,
+        # sends a response's Vias as one comma-joined header).
+        return [item.strip(" \t") for item in value.split(",")]
     items: list[str] = []
     depth = 0
     quoted = False

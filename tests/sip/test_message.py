@@ -36,6 +36,25 @@ def test_folded_lines_are_unfolded_but_kept_byte_exact() -> None:
     assert message.raw(subject) == b"Subject: one\r\n  two\r\n\tthree\r\n"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "SIP/2.0/UDP a;branch=z9hG4bKa, SIP/2.0/TCP b:5070 ;branch=z9hG4bKb",
+        "a,,b",
+        ",a",
+        "a,",
+        " a , \tb ",
+        "a>, b",
+    ],
+)
+def test_a_list_without_quotes_or_brackets_splits_at_every_comma(value: str) -> None:
+    """The quick split (no quote, no '<') agrees with the general one, which
+    the same list followed by an angle-bracketed item takes."""
+    general = split_commas(f"{value}, <sip:x@y>")
+    assert general[-1] == "<sip:x@y>"
+    assert split_commas(value) == general[:-1]
+
+
 def test_comma_joined_values_split_outside_quotes_and_brackets() -> None:
     """Commas inside quotes or <> do not split a list header."""
     assert split_commas('"a, b" <sip:x@y;p=1,2>, <sip:z@w>') == [
