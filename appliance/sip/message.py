@@ -168,6 +168,19 @@ class Message:
         return [parse_via(value) for value in self.values("via")]
 
     @_cached
+    def top_via(self) -> Via:
+        """The top Via value alone: a response is matched on it, and its other
+        values (ours to remove, the rest to pass on) are never read here."""
+        parsed = self.__dict__.get("vias")
+        if parsed:
+            return parsed[0]  # type: ignore[no-any-return]
+        found = self.all("via")
+        first = split_commas(found[0].value) if found else []
+        if not first:
+            raise bad_request("missing via")
+        return parse_via(first[0])
+
+    @_cached
     def cseq(self) -> CSeq:
         """The CSeq header."""
         return parse_cseq(self._single("cseq"))

@@ -42,7 +42,7 @@ class Responses:
         """A response from downstream: matched to its branch by our Via branch and
         the CSeq method (a CANCEL's answer shares its INVITE's branch)."""
         try:
-            branch_id = message.vias[0].branch or ""
+            branch_id = message.top_via.branch or ""
             method = message.cseq.method
         except (SipError, IndexError):
             return []

@@ -10,6 +10,7 @@ from appliance.sip import limits
 from appliance.sip.errors import SipError
 from appliance.sip.grammar import parse_name_addr, parse_sip_uri, parse_via, split_commas
 from appliance.sip.message import Rewrite, parse_datagram
+from appliance.sip.validate import check_response
 from tests.sip.messages import INVITE
 
 
@@ -94,6 +95,31 @@ def test_response_fields() -> None:
         b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n"
     )
     assert (message.status, message.reason, message.is_request) == (180, "Ringing", False)
+
+
+def _ringing(vias: bytes) -> bytes:
+    return (
+        b"SIP/2.0 180 Ringing\r\n" + vias + b"From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+def test_a_response_is_checked_on_its_top_via_only() -> None:
+    """The top Via (ours, which the response is matched on) must parse; those
+    below it are passed on as they came, whether comma-joined or not."""
+    joined = parse_datagram(
+        _ringing(b"Via: SIP/2.0/UDP us;branch=z9hG4bKus, SIP/2.0/UDP [bad\r\n")
+    )
+    check_response(joined)
+    assert joined.top_via.branch == "z9hG4bKus"
+    apart = parse_datagram(
+        _ringing(b"Via: SIP/2.0/UDP us:5062;branch=z9hG4bKus\r\nVia: SIP/2.0/UDP [bad\r\n")
+    )
+    check_response(apart)
+    assert (apart.top_via.host, apart.top_via.port) == ("us", 5062)
+    for vias in (b"", b"Via: SIP/2.0/UDP [bad, SIP/2.0/UDP ok;branch=z9hG4bKok\r\n"):
+        with pytest.raises(SipError):
+            check_response(parse_datagram(_ringing(vias)))
 
 
 @pytest.mark.parametrize(
