@@ -18,7 +18,8 @@ four moments:
    cannot use is :class:`Refused`: the proxy ACKs it, BYEs that leg and
    answers 488 upstream. An unusable provisional answer is dropped (the call
    goes on without early media);
-4. a re-INVITE or UPDATE: :meth:`CallMedia.reoffer`, then :meth:`answer` on
+4. a re-INVITE or UPDATE with an offer, or a PRACK with one after the first
+   exchange: :meth:`CallMedia.reoffer`, then :meth:`answer` on
    the way back. A downgrade is refused with 488 and the relay keeps working
    on the old keys until an answer is accepted.
 
@@ -340,7 +341,7 @@ class CallMedia:
         from_caller: bool,
         random_bytes: RandomBytes = secrets.token_bytes,
     ) -> bytes:
-        """A re-INVITE or UPDATE offer from one side: the body for the other side,
+        """A re-INVITE, UPDATE or PRACK offer from one side: the body for the other side,
         or the SipError refusing it (nothing changes until an answer is accepted)."""
         self._check_idle()
         offerer, answerer = (

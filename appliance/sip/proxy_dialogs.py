@@ -94,11 +94,22 @@ class Dialogs:
         branch_id = self._branch_id()
         rewrite.insert_first("Via", via(self.addresses, target.flow, branch_id))
         media, refused = call.media, False
-        offering = media is not None and (
-            message.method == "INVITE" or (message.method == "UPDATE" and bool(message.body))
+        answering = (
+            media is not None
+            and media.awaiting_ack
+            and (message.method == "ACK" or (message.method == "PRACK" and bool(message.body)))
         )
-        answering = message.method == "ACK" or (message.method == "PRACK" and bool(message.body))
-        if media is not None and answering and media.awaiting_ack:
+        # A PRACK's SDP once the first exchange is done is a new offer, answered in
+        # its 2xx (RFC 3262 §5), as an UPDATE's is.
+        offering = (
+            media is not None
+            and not answering
+            and (
+                message.method == "INVITE"
+                or (message.method in ("UPDATE", "PRACK") and bool(message.body))
+            )
+        )
+        if media is not None and answering:
             answered = media.ack(message, now)
             refused = isinstance(answered, Refused)
             with_body(message, rewrite, b"" if isinstance(answered, Refused) else answered)

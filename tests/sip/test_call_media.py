@@ -239,6 +239,33 @@ def test_a_late_offer_in_a_reliable_183_is_answered_in_the_prack() -> None:
     assert _only(_send(edge, alice, alice.client.in_dialog("ACK", ok)), bob.flow).body == b""
 
 
+def test_a_new_offer_in_a_prack_is_negotiated_and_answered_in_its_2xx() -> None:
+    """RFC 3262 §5: once a reliable 183 answered the INVITE's offer, a PRACK
+    may carry a new offer. The callee gets it rewritten for its leg, and its
+    200 to the PRACK carries the answer, rewritten for the caller's leg; a
+    PRACK offer while another is unanswered is 491."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    session = _session(edge)
+    progress = bob.client.answer(
+        invite, 183, "Session Progress", body=bob.client.sdp_answer(invite)
+    )
+    early = _only(_send(edge, bob, _reliably(progress)), alice.flow)
+    assert _m_line(early)[:2] == (MEDIA, session.a.rtp_port)
+    held = alice.client.sdp(attributes=["sendonly"])
+    prack = _only(_send(edge, alice, alice.client.in_dialog("PRACK", early, body=held)), bob.flow)
+    assert prack.method == "PRACK" and _m_line(prack)[:2] == (MEDIA, session.b.rtp_port)
+    assert parse_sdp(prack.body).media[0].attributes("sendonly") == ("",)
+    again = alice.client.in_dialog("PRACK", early, body=held)
+    assert _only(_send(edge, alice, again), alice.flow).status == 491
+    ok = bob.client.answer(prack, 200, "OK", body=bob.client.sdp_answer(prack))
+    back = _only(_send(edge, bob, ok), alice.flow)
+    assert back.status == 200 and back.cseq.method == "PRACK"
+    assert _m_line(back)[:2] == (MEDIA, session.a.rtp_port)
+    assert edge.proxy.calls[invite.call_id].media.on_hold  # type: ignore[union-attr]
+
+
 def test_a_late_offer_whose_ack_has_no_answer_ends_the_call() -> None:
     edge = _edge()
     alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
