@@ -93,8 +93,6 @@ class Registrar:
         except SipError as error:
             return RegisterResult(error.status, error.reason, error.headers)
         held = self._bindings.get(extension_id, {})
-        #: Contacts with an entry in the expiry heap (every held binding has one).
-        scheduled = held.keys()
         current = {
             contact: binding for contact, binding in held.items() if binding.expires_at > now
         }
@@ -133,10 +131,13 @@ class Registrar:
                 )
         self._bindings[extension_id] = current
         for binding in saved:
-            # A refresh only moves a binding's expiry later, and handle_timer
-            # re-queues a binding found refreshed; so the heap holds one entry per
-            # binding, however often phones refresh.
-            if binding.contact not in scheduled:
+            # Every held binding has a heap entry due no later than it expires, and
+            # handle_timer re-queues a binding it finds refreshed to a later time.
+            # So only a new binding, or one refreshed to expire sooner, needs an
+            # entry: the heap stays at about one per binding however often phones
+            # refresh.
+            before = held.get(binding.contact)
+            if before is None or binding.expires_at < before.expires_at:
                 heapq.heappush(self._expiry, (binding.expires_at, extension_id, binding.contact))
         headers = tuple(
             ("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}")

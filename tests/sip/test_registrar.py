@@ -53,3 +53,13 @@ def test_a_binding_removed_and_made_again_expires_once_at_its_new_time() -> None
     assert len(registrar.bindings(EXTENSION, NOW + 600)) == 1
     assert [b.expires_at for b in registrar.handle_timer(NOW + 3620)] == [NOW + 3620]
     assert registrar.handle_timer(NOW + 10_000) == []
+
+
+def test_a_binding_refreshed_to_expire_sooner_expires_at_the_sooner_time() -> None:
+    registrar = Registrar(min_expires=60)
+    phone = SipTestClient("1001", "acme.example", "secret")
+    assert _register(registrar, phone, NOW, 3600) == 200
+    assert _register(registrar, phone, NOW + 10, 60) == 200
+    assert registrar.next_timer() == NOW + 70
+    assert [b.expires_at for b in registrar.handle_timer(NOW + 70)] == [NOW + 70]
+    assert registrar.handle_timer(NOW + 3600) == []
