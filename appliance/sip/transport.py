@@ -265,7 +265,7 @@ class SipDatagramPort:
     reactor watches.
 
     Not Twisted's ``udp.Port``, for two reasons measured under load
-    (docs/performance.md, "Where the appliance's CPU goes per REGISTER"):
+    (docs/performance.md, REGISTER finding 7):
     its ``write`` checks the address three times per datagram, and
     answering each datagram as it is read means one ``sendto`` per wake-up of
     the peer. Here the datagrams waiting when the reactor calls :meth:`doRead`
