@@ -50,7 +50,13 @@ from appliance.sip.errors import SipError
 from appliance.sip.forking import cancel_branch, forked_invite, invite_branch
 from appliance.sip.forwarding import synthetic_timeout
 from appliance.sip.message import Message
-from appliance.sip.proxy_address import ProxyAddress, record_routes, routes_toward_caller, via
+from appliance.sip.proxy_address import (
+    Addresses,
+    ProxyAddress,
+    record_routes,
+    routes_toward_caller,
+    via,
+)
 from appliance.sip.proxy_dialogs import Dialogs
 from appliance.sip.proxy_responses import Responses
 from appliance.sip.proxy_state import Branch, Upstream, live_call, sends, server_key
@@ -97,7 +103,7 @@ class Proxy(Responses, Dialogs):
         self.verifier = verifier
         self.registrar = registrar
         self.blocklist = blocklist
-        self.addresses = {a.transport: a for a in addresses}
+        self.addresses = Addresses(addresses)
         self.max_call_seconds = max_call_seconds
         self.admission = Admission()
         self.calls: dict[str, Call] = {}

@@ -11,7 +11,7 @@ one place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from appliance.sip.directory import SipDirectory
@@ -36,8 +36,14 @@ class ProxyAddress:
         return f"sip:{host}:{self.port};transport={self.transport};lr"
 
 
-#: The proxy's addresses by transport name.
-Addresses = Mapping[str, ProxyAddress]
+class Addresses(dict[str, ProxyAddress]):
+    """The proxy's addresses by transport name."""
+
+    def __init__(self, addresses: Iterable[ProxyAddress]) -> None:
+        super().__init__((a.transport, a) for a in addresses)
+        #: The (host, port) pairs naming us, host lower-cased: every Route and
+        #: Request-URI is checked against them (:func:`is_us`).
+        self.endpoints = frozenset((a.host.lower(), a.port) for a in self.values())
 
 
 def via(addresses: Addresses, flow: Flow, branch: str) -> str:
@@ -60,10 +66,9 @@ def record_routes(addresses: Addresses, inbound: Flow, outbound: Flow) -> list[s
 
 def is_us(addresses: Addresses, directory: SipDirectory, uri: SipUri) -> bool:
     """Whether ``uri`` names one of our addresses, or is a tenant's bare domain."""
-    return any(
-        uri.host.strip("[]").lower() == a.host.lower() and (uri.port or 5060) == a.port
-        for a in addresses.values()
-    ) or (uri.user is None and directory.tenant(uri.host) is not None)
+    return (uri.host.strip("[]").lower(), uri.port or 5060) in addresses.endpoints or (
+        uri.user is None and directory.tenant(uri.host) is not None
+    )
 
 
 def names_us(addresses: Addresses, directory: SipDirectory, route: str) -> bool:
