@@ -135,6 +135,10 @@ def response(
     return hash_hex(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
+#: Characters a realm may not hold (it is sent inside a quoted string).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def challenges(
     realm: str, nonce: str, *, stale: bool = False, algorithms: Sequence[str] = ALGORITHMS
 ) -> list[str]:
@@ -143,7 +147,7 @@ def challenges(
     Sent as separate header fields in the given order (SHA-256 first by
     default), so a client picks the first it supports (RFC 8760 §2.4).
     """
-    if not realm or any(ord(c) < 0x20 or ord(c) == 0x7F for c in realm):
+    if not realm or _CONTROL.search(realm):
         raise ValueError("realm must be non-empty and free of control characters")
     values = []
     for algorithm in algorithms:
