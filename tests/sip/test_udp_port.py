@@ -166,3 +166,19 @@ def test_a_busy_port_is_a_listen_error_and_stopping_lets_it_go(
     assert cast(FakeFdReactor, reactor).readers == []
     again = SipDatagramPort(reactor, recorder, LOOPBACK, "127.0.0.1", number, 1 << 20)
     again.stopListening()
+
+
+def test_an_ipv6_socket_sees_ipv4_peers_unmapped_and_answers_them(
+    reactor: IReactorFDSet, recorder: Recorder, phone: socket.socket
+) -> None:
+    """Bound to an IPv4-mapped IPv6 address, the port reports an IPv4 phone by
+    its IPv4 address (subnet checks and flows stay IPv4) and still answers it."""
+    udp = SipDatagramPort(reactor, recorder, LOOPBACK, "::ffff:127.0.0.1", 0, 1 << 20)
+    recorder.port = udp
+    try:
+        phone.sendto(b"hello", ("127.0.0.1", udp.port))
+        _drain(udp, 1)
+        assert recorder.received == [(b"hello", Flow("udp", phone.getsockname()))]
+        assert phone.recv(100) == b"re:hello"
+    finally:
+        udp.stopListening()
