@@ -25,10 +25,13 @@ from appliance.cli import (
     _read_password,
     _table,
 )
+from appliance.secrets import SecretError, derive_key, resolve_secret
 from appliance.store.audit import format_time
+from appliance.store.sealed import SealError
 from appliance.store.trunk_checks import TRANSPORTS
 from appliance.store.trunk_health import health
-from appliance.store.trunks import TrunkRepository, TrunkSettings, sealing_key
+from appliance.store.trunk_reseal import reseal_passwords
+from appliance.store.trunks import SEALING_PURPOSE, TrunkRepository, TrunkSettings, sealing_key
 
 _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -85,6 +88,21 @@ def add_trunk_commands(commands: _Subparsers) -> None:
     _domain(remove)
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(func=cmd_trunk_remove)
+    passwd = trunk.add_parser("passwd", help="set a trunk's carrier password, read from stdin")
+    _domain(passwd)
+    passwd.add_argument("name", metavar="NAME")
+    passwd.add_argument("--username", help="Digest username toward the carrier (default: kept)")
+    passwd.set_defaults(func=cmd_trunk_passwd)
+    reseal = trunk.add_parser(
+        "reseal", help="after jwt_signing_key was replaced: seal carrier passwords anew"
+    )
+    reseal.add_argument(
+        "--old-jwt-key",
+        required=True,
+        metavar="REF",
+        help="the replaced secret: file:PATH, env:NAME or credential:NAME",
+    )
+    reseal.set_defaults(func=cmd_trunk_reseal)
     health_parser = trunk.add_parser("health", help="the latest OPTIONS pings of a trunk")
     _domain(health_parser)
     health_parser.add_argument("name", metavar="NAME")
@@ -249,6 +267,52 @@ def cmd_trunk_srtp(args: argparse.Namespace, console: Console) -> int:
         console.out(
             f"trunk {after.name} of {domain}: srtp is now {after.srtp} (was {before.srtp})"
         )
+    return 0
+
+
+def cmd_trunk_passwd(args: argparse.Namespace, console: Console) -> int:
+    """``trunk passwd DOMAIN NAME [--username U]``: the carrier password from stdin,
+    sealed under the current key (audited as ``trunk.update``, without it)."""
+    with _trunks(args, console) as trunks:
+        username = args.username or trunks.get(args.name).username
+        if username is None:
+            return _usage(console, "trunk passwd", "the trunk has no username: give --username")
+        trunk = trunks.set_credentials(
+            console.actor(), args.name, (username, _read_password(console))
+        )
+        domain = trunks.domain()
+    console.out(f"trunk {trunk.name} of {domain}: the carrier password is stored sealed")
+    return 0
+
+
+def cmd_trunk_reseal(args: argparse.Namespace, console: Console) -> int:
+    """``trunk reseal --old-jwt-key REF``: every carrier password only the replaced
+    secret opens is sealed under the current one (each audited as
+    ``trunk.reseal``); all or nothing."""
+    config = _config(args, console)
+    try:
+        old = resolve_secret(
+            args.old_jwt_key, Path.cwd(), console.environ, production=config.production
+        )
+    except SecretError as e:
+        raise CommandError(f"--old-jwt-key: {e}") from None
+    directory = _directory(config, console)
+    try:
+        done = reseal_passwords(
+            directory,
+            console.actor(),
+            derive_key(old, SEALING_PURPOSE),
+            sealing_key(config),
+        )
+    except SealError as e:
+        raise CommandError(str(e)) from None
+    finally:
+        directory.db.close()
+    names = f": {', '.join(done.resealed)}" if done.resealed else ""
+    console.out(
+        f"sealed {len(done.resealed)} carrier password(s) under the current key{names};"
+        f" {done.current} already were"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from appliance import config as config_module
 from appliance.store.database import open_database
+from appliance.store.sealed import SealError
 from appliance.store.sip_dialplan import load_trunks
 from appliance.store.trunk_health import record_health
 from appliance.store.trunks import associated_data, sealing_key
@@ -388,3 +389,72 @@ def test_trunk_health_lists_pings_newest_first(instance: Path) -> None:
     lines = [line.split() for line in result.out.splitlines()[1:]]
     assert [line[1] for line in lines] == ["down", "up"]
     assert lines[1][2:] == ["200", "12", "ms"]
+
+
+def _credentials(instance: Path) -> tuple[str | None, str | None]:
+    """The carrier credentials as the service would load them now."""
+    config = config_module.load(instance, {})
+    db = open_database(config.database_path)
+    try:
+        (entry,) = load_trunks(db, sealing_key(config))
+    finally:
+        db.close()
+    return entry.credentials or (None, None)
+
+
+def test_trunk_passwd_replaces_the_sealed_password(instance: Path) -> None:
+    """passwd reads the new password from stdin and keeps the username unless
+    given; audited as trunk.update with "password_changed" and never the
+    password; a trunk without a username needs --username."""
+    assert _add_carrier(instance).status == 0
+    changed = cli(instance, "trunk", "passwd", "acme.example", "carrier", stdin="new-Secret-1\n")
+    assert changed.status == 0, changed.err
+    assert "stored sealed" in changed.out
+    assert _credentials(instance) == ("acct42", "new-Secret-1")
+    renamed = cli(
+        instance,
+        *("trunk", "passwd", "acme.example", "carrier", "--username", "acct43"),
+        stdin="new-Secret-2\n",
+    )
+    assert renamed.status == 0 and _credentials(instance) == ("acct43", "new-Secret-2")
+    records = [r for r in _audit(instance) if r["action"] == "trunk.update"]
+    assert [json.loads(str(r["details"]))["password_changed"] for r in records] == [True, True]
+    assert "new-Secret" not in json.dumps(_audit(instance))
+    bare = ("trunk", "add", "acme.example", "bare", "--host", "sbc.carrier.example")
+    assert cli(instance, *bare).status == 0
+    nameless = cli(instance, "trunk", "passwd", "acme.example", "bare", stdin="x-Secret-3\n")
+    assert nameless.status == 2 and "give --username" in nameless.err
+    unknown = cli(instance, "trunk", "passwd", "acme.example", "nope", stdin="x-Secret-3\n")
+    assert unknown.status == 1 and "no trunk" in unknown.err
+
+
+def test_trunk_reseal_after_the_jwt_key_is_replaced(instance: Path) -> None:
+    """With jwt_signing_key replaced, the stored password no longer opens (the
+    service would refuse to start); reseal with the old secret seals it under
+    the new one, audited as trunk.reseal; run again it has nothing to do; an
+    old secret that opens nothing changes nothing and says so."""
+    assert _add_carrier(instance).status == 0
+    key_file = instance.parent / "secrets" / "jwt-signing.key"
+    old_file = instance.parent / "old-jwt.key"
+    old_file.write_bytes(key_file.read_bytes())
+    key_file.write_text("a-brand-new-jwt-signing-key-for-this-test\n")
+    with pytest.raises(SealError):
+        _credentials(instance)
+    wrong = instance.parent / "wrong-jwt.key"
+    wrong.write_text("not-the-key-that-sealed-anything\n")
+    refused = cli(instance, "trunk", "reseal", "--old-jwt-key", f"file:{wrong}")
+    assert refused.status == 1 and "carrier@acme.example" in refused.err
+    assert "nothing was changed" in refused.err
+    resealed = cli(instance, "trunk", "reseal", "--old-jwt-key", f"file:{old_file}")
+    assert resealed.status == 0, resealed.err
+    assert "sealed 1 carrier password(s)" in resealed.out
+    assert "carrier@acme.example" in resealed.out and "0 already were" in resealed.out
+    assert _credentials(instance) == ("acct42", PASSWORD)
+    (record,) = [r for r in _audit(instance) if r["action"] == "trunk.reseal"]
+    assert record["target"] == "trunk:carrier@acme.example"
+    assert PASSWORD not in json.dumps(_audit(instance))
+    again = cli(instance, "trunk", "reseal", "--old-jwt-key", f"file:{old_file}")
+    assert again.status == 0 and "sealed 0 carrier password(s)" in again.out
+    assert "1 already were" in again.out
+    missing = cli(instance, "trunk", "reseal", "--old-jwt-key", "env:NO_SUCH_VARIABLE")
+    assert missing.status == 1 and "--old-jwt-key" in missing.err

@@ -54,8 +54,10 @@ def load_trunks(db: sqlite_utils.Database, sealing_key: bytes) -> list[TrunkEntr
                 )
             except SealError as e:
                 raise SealError(
-                    f"trunk {trunk.name} of tenant {trunk.tenant_id}: {e}; enter its"
-                    " password again"
+                    f"trunk {trunk.name} of tenant {trunk.tenant_id}: {e}; after replacing"
+                    " secrets.jwt_signing_key, run `telemancer trunk reseal --old-jwt-key"
+                    " REF` with the replaced secret, or set the password again with"
+                    " `telemancer trunk passwd`"
                 ) from None
         entries.append(
             TrunkEntry(
