@@ -9,6 +9,7 @@ sum over the process and all its descendants.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -50,10 +51,14 @@ def descendants(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and all its live descendants."""
+    return _tree_sum(pid, cpu_seconds)
+
+
+def _tree_sum(pid: int, read: Callable[[int], float]) -> float:
     total = 0.0
     for member in [pid, *descendants(pid)]:
         try:
-            total += cpu_seconds(member)
+            total += read(member)
         except OSError:
             continue  # exited while we looked
     return total
@@ -68,13 +73,7 @@ def voluntary_switches(pid: int) -> int:
 
 def tree_voluntary_switches(pid: int) -> int:
     """The same, summed over ``pid`` and all its live descendants."""
-    total = 0
-    for member in [pid, *descendants(pid)]:
-        try:
-            total += voluntary_switches(member)
-        except OSError:
-            continue  # exited while we looked
-    return total
+    return int(_tree_sum(pid, voluntary_switches))
 
 
 def _status_number(pid: int, field: str) -> int:
