@@ -25,13 +25,13 @@ from appliance.cli import (
     _read_password,
     _table,
 )
-from appliance.secrets import SecretError, derive_key, resolve_secret
+from appliance.secrets import SecretError, resolve_secret
 from appliance.store.audit import format_time
 from appliance.store.sealed import SealError
 from appliance.store.trunk_checks import TRANSPORTS
 from appliance.store.trunk_health import health
 from appliance.store.trunk_reseal import reseal_passwords
-from appliance.store.trunks import SEALING_PURPOSE, TrunkRepository, TrunkSettings, sealing_key
+from appliance.store.trunks import TrunkRepository, TrunkSettings, sealing_key, sealing_key_of
 
 _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -301,7 +301,7 @@ def cmd_trunk_reseal(args: argparse.Namespace, console: Console) -> int:
         done = reseal_passwords(
             directory,
             console.actor(),
-            derive_key(old, SEALING_PURPOSE),
+            sealing_key_of(old),
             sealing_key(config),
         )
     except SealError as e:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from appliance.media.policy import SrtpPolicy
-from appliance.secrets import derive_key
+from appliance.secrets import Secret, derive_key
 from appliance.sip.dialplan import CallerIdMode, NumberSettings, RouteRule, Transport
 from appliance.store.audit import format_time
 from appliance.store.database import write_transaction
@@ -63,6 +63,7 @@ __all__ = [
     "TrunkRepository",
     "TrunkSettings",
     "sealing_key",
+    "sealing_key_of",
 ]
 
 #: The HKDF purpose of the key that seals carrier passwords.
@@ -76,9 +77,15 @@ def sealing_key(config: Config) -> bytes:
     """The key that seals carrier passwords; the CLI and the service both use this.
 
     Derived from ``secrets.jwt_signing_key``: replacing that secret makes the
-    stored passwords unreadable (they must be entered again).
+    stored passwords unreadable until ``telemancer trunk reseal`` seals them
+    again (:mod:`appliance.store.trunk_reseal`).
     """
-    return derive_key(config.secrets.jwt_signing_key, SEALING_PURPOSE)
+    return sealing_key_of(config.secrets.jwt_signing_key)
+
+
+def sealing_key_of(jwt_signing_key: Secret) -> bytes:
+    """The sealing key that one JWT signing secret gives (a replaced one, too)."""
+    return derive_key(jwt_signing_key, SEALING_PURPOSE)
 
 
 @dataclass(frozen=True)
