@@ -121,9 +121,10 @@ def dev_instance(tmp_path: Path) -> tuple[Path, int]:
     assert result.returncode == 0, result.stderr
     port = free_port()
     config = var / "telemancer.toml"
-    text = config.read_text().replace("127.0.0.1:8443", f"127.0.0.1:{port}")
-    text = text.replace("127.0.0.1:5061", f"127.0.0.1:{free_port()}")
-    text = text.replace("127.0.0.1:5060", f"127.0.0.1:{free_port()}")
+    # Quoted, so that a port just written (say 50612) is never taken for 5061.
+    text = config.read_text().replace('"127.0.0.1:8443"', f'"127.0.0.1:{port}"')
+    text = text.replace('"127.0.0.1:5061"', f'"127.0.0.1:{free_port()}"')
+    text = text.replace('"127.0.0.1:5060"', f'"127.0.0.1:{free_port()}"')
     config.write_text(text)
     return config, port
 
@@ -156,8 +157,8 @@ def sip_instance(tmp_path: Path) -> SipInstance:
     assert telemancer("init", "--dev", str(var)).returncode == 0
     config = var / "telemancer.toml"
     tls_port, plain_port = free_port(), free_tcp_and_udp_port()
-    text = config.read_text().replace("127.0.0.1:8443", f"127.0.0.1:{free_port()}")
-    text = text.replace("127.0.0.1:5061", f"127.0.0.1:{tls_port}")
+    text = config.read_text().replace('"127.0.0.1:8443"', f'"127.0.0.1:{free_port()}"')
+    text = text.replace('"127.0.0.1:5061"', f'"127.0.0.1:{tls_port}"')
     text = text.replace(
         'plaintext_listen = "127.0.0.1:5060"', f'plaintext_listen = "0.0.0.0:{plain_port}"'
     )
