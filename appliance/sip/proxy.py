@@ -445,7 +445,7 @@ class Proxy(Responses, Dialogs):
             return [
                 action
                 for upstream in self._upstream.values()
-                if upstream.message.call_id == call.call_id and upstream.message.method == "INVITE"
+                if upstream.call_id == call.call_id and upstream.method == "INVITE"
                 for action in self._cancel_branches(upstream, now)
             ]
         if kind == "session":

@@ -172,7 +172,7 @@ class Dialogs:
                     actions += self._send_own(leg.flow, bye, branch_id, now)
         else:
             for upstream in self._upstream.values():
-                if upstream.message.call_id == call.call_id:
+                if upstream.call_id == call.call_id:
                     actions += self._cancel_branches(upstream, now)
         status = 200 if call.state == "answered" else 503
         return actions + self._ended(call, now, status=status, hangup_by=hangup_by)

@@ -95,7 +95,7 @@ class Responses:
                 if isinstance(answer, Refused):
                     return self._refuse(branch, message, answer, now)
                 body = answer if answer is not None else body
-        upward = without_top_via(message, cseq=upstream.message.first("cseq"), body=body)
+        upward = without_top_via(message, cseq=upstream.cseq, body=body)
         call = branch.call
         actions: list[Action] = []
         if status < 200:
@@ -148,8 +148,8 @@ class Responses:
                 actions.append(live_call(call))
                 actions += self._cancel_branches(upstream, now, skip=branch.id)
                 self._session_refreshed(call, message, now)
-            elif call is None and upstream.message.method in ("INVITE", "UPDATE"):
-                refreshed = self.calls.get(upstream.message.call_id)
+            elif call is None and upstream.method in ("INVITE", "UPDATE"):
+                refreshed = self.calls.get(upstream.call_id)
                 if refreshed is not None and refreshed.state == "answered":
                     self._session_refreshed(refreshed, message, now)
             return actions + sends(
@@ -182,7 +182,7 @@ class Responses:
         assert upstream is not None
         reject = refused.reject
         failed = synthetic_timeout(upstream.message, reject.status, reject.reason, reject.warning)
-        call = self.calls.get(upstream.message.call_id)
+        call = self.calls.get(upstream.call_id)
         if branch.call is None and call is not None:  # a re-INVITE
             actions = self._end_answered_branch(
                 branch, answer, reject.warning_text, now, bye=False

@@ -56,9 +56,16 @@ class Branch:
 
 @dataclass
 class Upstream:
-    """The request as it reached us: where answers go back to."""
+    """The request as it reached us: where answers go back to.
 
-    message: Message
+    Its transaction outlives its answer by up to 32 s (Timers J and L), and
+    every call keeps two (the INVITE's and the BYE's). Parsed, a request is a
+    few dozen objects the garbage collector walks, so once answered it is let
+    go (:meth:`let_go`) and kept as bytes, parsed again on the rare later use;
+    what the proxy reads of it in passing is kept as plain fields.
+    """
+
+    parsed: Message | None
     flow: Flow
     server: InviteServerTransaction | NonInviteServerTransaction
     key: tuple[str, str, str]
@@ -68,6 +75,28 @@ class Upstream:
     #: The branch whose 2xx answered the INVITE.
     winner: str = ""
     challenges: list[tuple[str, str]] = field(default_factory=list)
+    wire: bytes = b""
+    method: str = ""
+    call_id: str = ""
+    #: The CSeq header as it came (responses going up carry it).
+    cseq: str = ""
+
+    def __post_init__(self) -> None:
+        request = self.parsed
+        assert request is not None
+        self.wire, self.method, self.call_id = request.wire, request.method, request.call_id
+        self.cseq = request.first("cseq") or ""
+
+    @property
+    def message(self) -> Message:
+        """The request, parsed (again, if it was let go)."""
+        if self.parsed is None:
+            self.parsed = parse_datagram(self.wire)
+        return self.parsed
+
+    def let_go(self) -> None:
+        """Drop the parsed request (it is answered): :attr:`message` parses it again."""
+        self.parsed = None
 
     def consider(self, status: int, upward: bytes, answer: Message) -> None:
         """Keep a branch's final failure ``answer`` (``upward`` as it would go up)

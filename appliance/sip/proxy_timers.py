@@ -18,6 +18,9 @@ from appliance.sip.deadlines import Deadlines
 from appliance.sip.proxy_state import Branch, Upstream
 from appliance.sip.transaction import State
 
+#: Server transaction states before the final answer: the request is still read.
+_ANSWERING = frozenset({State.TRYING, State.PROCEEDING})
+
 
 class ProxyTimers:
     """The proxy's deadlines, over its own tables of branches, upstream requests
@@ -60,9 +63,13 @@ class ProxyTimers:
                 upstream = self._upstream.get(key)  # type: ignore[call-overload]
                 if upstream is None:
                     continue
-                if upstream.server.state is State.TERMINATED:
+                state = upstream.server.state
+                if state is State.TERMINATED:
                     del self._upstream[upstream.key]
-                elif (due := upstream.server.next_timer()) is not None:
+                    continue
+                if state not in _ANSWERING:
+                    upstream.let_go()
+                if (due := upstream.server.next_timer()) is not None:
                     self._deadlines.push(due, kind, key)
         self._touched.clear()
 
