@@ -701,3 +701,20 @@ def test_early_dialogs_per_call_are_bounded() -> None:
         _only(_send(edge, alice, alice.client.in_dialog("INFO", ringing[16])), alice.flow).status
         == 481
     )
+
+
+def test_an_answered_request_is_let_go_and_parsed_again_when_needed() -> None:
+    """Once the INVITE is answered its transaction lives on (Timer L) holding
+    only bytes and the fields the proxy reads; asked for, the request is the
+    same again, and a 2xx retransmitted afterwards goes up with its CSeq."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002"), bob.flow)
+    (pending,) = [u for u in edge.proxy._upstream.values() if u.method == "INVITE"]
+    assert pending.parsed is not None  # still read while the call is set up
+    ok = bob.client.answer(invite, 200, "OK")
+    first = _only(_send(edge, bob, ok), alice.flow)
+    assert pending.parsed is None
+    assert (pending.message.call_id, pending.message.method) == (invite.call_id, "INVITE")
+    again = _only(_send(edge, bob, ok), alice.flow)
+    assert again.first("cseq") == first.first("cseq") == pending.cseq
