@@ -66,7 +66,7 @@ from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.responses import response
 from appliance.sip.routing import Internal
 from appliance.sip.sdp_exchange import plan_targets, read_offer
-from appliance.sip.transaction import InviteServerTransaction, Timeout
+from appliance.sip.transaction import InviteClientTransaction, InviteServerTransaction, Timeout
 
 #: How long a call may ring before its branches are cancelled (Timer C, §16.6).
 RING_TIMEOUT_SECONDS = 180.0
@@ -368,17 +368,30 @@ class Proxy(Responses, Dialogs):
         return actions + self._cancel_branches(upstream, now)
 
     def _cancel_branches(self, upstream: Upstream, now: float, skip: str = "") -> list[Action]:
+        """CANCEL every pending branch of ``upstream`` but ``skip``. A branch that
+        has had no provisional answer is only marked: RFC 3261 §9.1 forbids a
+        CANCEL before one, so its CANCEL goes with its first provisional answer
+        (:meth:`_deliver`), and Timer B ends it if none ever comes."""
         actions: list[Action] = []
         for branch_id in upstream.branches:
             branch = self._branches.get(branch_id)
             if branch is None or branch.id == skip or branch.final or branch.cancelled:
                 continue
             branch.cancelled = True
-            cancel = cancel_branch(branch, now)
-            self.timers.touch("branch", cancel.id)
-            self._branches[cancel.id] = cancel
-            actions += sends(branch.flow, cancel.transaction.start(now))
+            if branch.provisional:
+                actions += self._send_cancel(branch, now)
         return actions
+
+    def _send_cancel(self, branch: Branch, now: float) -> list[Action]:
+        """The CANCEL of ``branch``'s INVITE, in a transaction of its own; the INVITE
+        is given up if no final answer follows within 64*T1 (§9.1)."""
+        cancel = cancel_branch(branch, now)
+        self.timers.touch("branch", cancel.id)
+        self._branches[cancel.id] = cancel
+        if isinstance(branch.transaction, InviteClientTransaction):
+            branch.transaction.cancel_sent(now)
+            self.timers.touch("branch", branch.id)
+        return sends(branch.flow, cancel.transaction.start(now))
 
     # -- trunks, timers ------------------------------------------------------
 

@@ -25,7 +25,7 @@ from appliance.sip.proxy_address import via
 from appliance.sip.proxy_state import Branch, live_call, method_of, sends
 from appliance.sip.registrar import Flow
 from appliance.sip.sdp_exchange import Refused
-from appliance.sip.transaction import DeliverResponse
+from appliance.sip.transaction import DeliverResponse, State
 
 if TYPE_CHECKING:
     from appliance.sip.proxy_parts import ProxyParts
@@ -75,6 +75,10 @@ class Responses:
         body: bytes | None = b"" if is_sdp(message) else None
         if branch.refused_ack is not None and status < 300:
             return [Send(branch.flow, branch.refused_ack)] if status >= 200 else []
+        if status < 200 and branch.cancelled and not branch.provisional:
+            # Cancelled before it said anything: now its CANCEL may go (§9.1).
+            branch.provisional = True
+            return self._send_cancel(branch, now)
         if (
             200 <= status < 300
             and branch.call is not None
@@ -84,7 +88,14 @@ class Responses:
             # here. The caller has one call, and the relay one callee to talk to.
             ended = branch.call.state == "ended"
             why = "the call had already ended" if ended else "the call was answered elsewhere"
-            return self._end_answered_branch(branch, message, why, now)
+            ending = self._end_answered_branch(branch, message, why, now)
+            if ended and upstream.server.state is State.PROCEEDING:
+                # We ended the call (its longest life, a lost connection) while this
+                # 2xx crossed our CANCEL: the branch ends as cancelled, so the
+                # caller's INVITE still gets its final answer (§16.7).
+                terminated = synthetic_timeout(upstream.message, 487, "Request Terminated")
+                ending += self._deliver(branch, terminated, now)
+            return ending
         if branch.media is not None and status > 100:
             if status >= 300:
                 branch.media.failed(branch.id)
@@ -100,6 +111,8 @@ class Responses:
         actions: list[Action] = []
         if status < 200:
             branch.provisional = True
+            if call is not None and call.state == "ended":
+                return []  # the call ended (our CANCEL crossed this): no ringing again
             tag = message.to.tag
             dialogs = call.early if call is not None and call.callee_leg is None else None
             if dialogs is not None and status > 100 and tag and len(dialogs) < MAX_EARLY_DIALOGS:

@@ -84,7 +84,8 @@ class State(_Name):
 
 
 class Timer(_Name):
-    """The RFC 3261 and RFC 6026 transaction timers (C is the proxy TU's)."""
+    """The RFC 3261 and RFC 6026 transaction timers (C is the proxy TU's), and
+    the §9.1 limit on waiting for an INVITE's final answer once it is cancelled."""
 
     A = "A"
     B = "B"
@@ -98,6 +99,8 @@ class Timer(_Name):
     K = "K"
     L = "L"
     M = "M"
+    #: 64*T1 after a CANCEL: an INVITE still without its final answer is given up.
+    GIVE_UP = "give up"
 
 
 class Event(_Name):
@@ -125,6 +128,7 @@ class Event(_Name):
     TIMER_K = "Timer K"
     TIMER_L = "Timer L"
     TIMER_M = "Timer M"
+    TIMER_GIVE_UP = "Timer give up"
 
 
 #: The event each timer produces when it fires.
@@ -326,7 +330,7 @@ class _Transaction:
             return 0.0 if self.reliable else self.t4
         if timer is Timer.J:
             return 0.0 if self.reliable else 64 * self.t1
-        return 64 * self.t1  # B, F, H, L, M
+        return 64 * self.t1  # B, F, H, L, M, GIVE_UP
 
     def _handle(
         self,
@@ -470,6 +474,7 @@ INVITE_CLIENT_TABLE: Final[Table] = {
     (S.PROCEEDING, E.FAILURE): Transition(
         S.COMPLETED, (X.SEND_ACK, X.RESPONSE_TO_TU), start=(Tm.D,)
     ),
+    (S.PROCEEDING, E.TIMER_GIVE_UP): Transition(S.TERMINATED, (X.TIMEOUT_TO_TU,)),
     (S.COMPLETED, E.FAILURE): Transition(S.COMPLETED, (X.SEND_ACK,)),
     (S.COMPLETED, E.TRANSPORT_ERROR): Transition(S.TERMINATED, (X.ERROR_TO_TU,)),
     (S.COMPLETED, E.TIMER_D): Transition(S.TERMINATED),
@@ -573,6 +578,14 @@ class InviteClientTransaction(_ClientTransaction):
         self.timer_d = timer_d
         self._ack_for = ack_for
         self._ack: bytes | None = None
+
+    def cancel_sent(self, now: float) -> None:
+        """A CANCEL for this INVITE went out (the TU sends it only once a provisional
+        answer came, §9.1). Should no final answer follow within 64*T1, the
+        transaction is given up: a :class:`Timeout` to the TU, then Terminated,
+        so a callee that fell silent cannot hold the call for ever."""
+        if self._state is State.PROCEEDING and Timer.GIVE_UP not in self._deadlines:
+            self._arm(Timer.GIVE_UP, now, self._duration(Timer.GIVE_UP))
 
     def _perform(
         self, effect: Effect, now: float, status: int, raw: bytes, timer: Timer | None

@@ -166,9 +166,29 @@ def test_forking_rings_every_contact_and_cancels_the_rest() -> None:
     actions = _dial(edge, alice, "1002")
     desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
     assert desk_invite.vias[0].branch != mobile_invite.vias[0].branch
+    _send(edge, mobile, mobile.client.answer(mobile_invite, 180, "Ringing", tag="mobile"))
     answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
     assert _only(answered, alice.flow).status == 200
     cancel = _only(answered, mobile.flow)
+    assert cancel.method == "CANCEL" and cancel.vias[0].branch == mobile_invite.vias[0].branch
+    late = _send(edge, mobile, mobile.client.answer(mobile_invite, 487, "Request Terminated"))
+    assert _to(late, alice.flow) == []
+
+
+def test_a_fork_that_said_nothing_yet_gets_its_cancel_with_its_first_provisional() -> None:
+    """RFC 3261 §9.1: no CANCEL before a provisional answer. The fork that has not
+    answered when another wins gets none then; its first provisional answer
+    brings it, and is not passed up. Its 487 ends it there."""
+    edge = _edge()
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
+    assert _only(answered, alice.flow).status == 200 and _to(answered, mobile.flow) == []
+    ringing = _send(edge, mobile, mobile.client.answer(mobile_invite, 180, "Ringing"))
+    assert _to(ringing, alice.flow) == []
+    cancel = _only(ringing, mobile.flow)
     assert cancel.method == "CANCEL" and cancel.vias[0].branch == mobile_invite.vias[0].branch
     late = _send(edge, mobile, mobile.client.answer(mobile_invite, 487, "Request Terminated"))
     assert _to(late, alice.flow) == []
@@ -479,8 +499,8 @@ def test_reinvite_and_the_cancel_answer_do_not_confuse_branches() -> None:
     alice = _phone(edge, "1001", 5062)
     desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
     actions = _dial(edge, alice, "1002")
-    desk_invite = _only(actions, desk.flow)
-    assert _only(actions, mobile.flow).method == "INVITE"
+    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    _send(edge, mobile, mobile.client.answer(mobile_invite, 180, "Ringing", tag="mobile"))
     answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
     answer = _only(answered, alice.flow)
     cancel = _only(answered, mobile.flow)

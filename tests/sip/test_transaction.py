@@ -657,6 +657,8 @@ def feed(tx: Transaction, event: Event, now: float) -> list[Action]:
     timer due before it, then fires it alone."""
     if event in EVENT_TIMERS:
         timer = EVENT_TIMERS[event]
+        if timer is Timer.GIVE_UP and isinstance(tx, InviteClientTransaction):
+            tx.cancel_sent(now)  # the TU arms it, not a transition
         while True:
             deadline = tx.timers[timer]
             earlier = [at for t, at in tx.timers.items() if t is not timer and at < deadline]
