@@ -36,7 +36,7 @@ class ProxyTimers:
         self._branches = branches
         self._upstream = upstreams
         self._calls = calls
-        self._deadlines = Deadlines(ids)
+        self._deadlines = Deadlines(self._due, ids)
         self._touched: set[tuple[str, object]] = set()
 
     def touch(self, kind: str, key: object) -> None:
@@ -94,8 +94,8 @@ class ProxyTimers:
 
     def next_timer(self) -> float | None:
         """The earliest deadline still current."""
-        return self._deadlines.next_due(self._due)
+        return self._deadlines.next_due()
 
     def pop_due(self, now: float) -> Iterator[tuple[str, object]]:
         """Every current deadline due by ``now``, as ``(kind, key)``."""
-        return self._deadlines.pop_due(now, self._due)
+        return self._deadlines.pop_due(now)
