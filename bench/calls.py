@@ -31,8 +31,9 @@ What it does, in a temporary directory, all on 127.0.0.1:
 Each load starts with 3 calls traced in full (``*-smoke-messages.log``) and a
 warm-up. When calls fail, the report shows the first failure sipp logged,
 with the traced messages of that call when there are any (``--trace`` traces
-every run). ``--gc-log`` times the appliance's garbage collections
-(``gcprobe.py``); ``--py-spy FILE`` samples it during the measured UDP run.
+every run). ``--gc-log`` times the appliance's garbage collections and
+follows its malloc heap (``gcprobe.py``; for the heap, run long, e.g.
+``--calls 90000``); ``--py-spy FILE`` samples it during the measured UDP run.
 
 It prints figures and targets; it never fails because of a figure. The exit
 status is non-zero only when something could not be measured.
@@ -233,7 +234,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--gc-log",
         action="store_true",
-        help="time the appliance's garbage collections (a sitecustomize probe, gcprobe.py)",
+        help="time the appliance's garbage collections and follow its malloc heap"
+        " (a sitecustomize probe, gcprobe.py)",
     )
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="work in DIR and keep it (logs, configs)"
@@ -807,6 +809,14 @@ def print_report(args: argparse.Namespace, report: Report, sipp_version: str) ->
             line(
                 "longest GC pause (ms)",
                 [f"{1000 * r.gc.longest:,.0f}" if r.gc else "-" for r in rows],
+            )
+            line(
+                "malloc heap growth, 2nd half, KiB",
+                [f"{r.gc.heap_kib:,}" if r.gc else "-" for r in rows],
+            )
+            line(
+                "  of which in use, KiB",
+                [f"{r.gc.heap_used_kib:,}" if r.gc else "-" for r in rows],
             )
         for figures in rows:
             for name, used in figures.other_cpu.items():

@@ -10,6 +10,12 @@ totals, and the longest pause since its previous line, to a file twice a
 second. The appliance's code is not touched; the hook
 costs two clock reads per collection.
 
+Each line also carries the size of glibc's malloc heap (``mallinfo2``: what
+it holds from the system, and what of that is in use). Python objects over
+512 bytes (SIP messages) live there. The heap growing while its use does not
+is fragmentation, which a short run cannot tell from the calls in flight
+filling up: run long (``--calls 90000``) and read the second half.
+
 :func:`read_totals` gives the totals as of a moment, so a phase's GC time
 is the difference between its end and its start.
 """
@@ -28,9 +34,29 @@ INTERVAL_SECONDS = 0.5
 
 PROBE = f'''\
 """Benchmark probe: garbage-collection totals (bench/gcprobe.py)."""
-import gc, json, os, threading, time
+import ctypes, gc, json, os, threading, time
 
 _path = os.environ.get("{ENVIRONMENT}")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+    )]
+
+
+def _heap():
+    """glibc's malloc heap in KiB: held from the system, and in use."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return 0, 0
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return info.arena >> 10, info.uordblks >> 10
+
+
 if _path:
     _totals = {{"count": [0, 0, 0], "seconds": [0.0, 0.0, 0.0]}}
     _started = [0.0]
@@ -51,7 +77,11 @@ if _path:
         with open(_path, "a", buffering=1) as out:
             while True:
                 longest, _longest[0] = _longest[0], 0.0
-                line = {{"time": time.time(), "longest": longest, **_totals}}
+                heap, used = _heap()
+                line = {{
+                    "time": time.time(), "longest": longest, "heap": heap, "used": used,
+                    **_totals,
+                }}
                 out.write(json.dumps(line) + "\\n")
                 time.sleep({INTERVAL_SECONDS})
 
@@ -69,6 +99,10 @@ class GcTotals:
     count: tuple[int, int, int]
     seconds: tuple[float, float, float]
     longest: float
+    #: glibc's malloc heap in KiB, held and in use: as of the line, or, for a
+    #: phase, how much each grew over its second half.
+    heap_kib: int = 0
+    heap_used_kib: int = 0
 
     @property
     def total_seconds(self) -> float:
@@ -85,11 +119,15 @@ def phase(log: Path, start: GcTotals | None) -> GcTotals | None:
     c, c0 = end.count, start.count
     t, t0 = end.seconds, start.seconds
     longest = max((line.longest for line in lines if line.time > start.time), default=0.0)
+    middle_time = (start.time + end.time) / 2
+    middle = next((line for line in lines if line.time >= middle_time), end)
     return GcTotals(
         end.time,
         (c[0] - c0[0], c[1] - c0[1], c[2] - c0[2]),
         (t[0] - t0[0], t[1] - t0[1], t[2] - t0[2]),
         longest,
+        end.heap_kib - middle.heap_kib,
+        end.heap_used_kib - middle.heap_used_kib,
     )
 
 
@@ -138,6 +176,8 @@ def _lines(log: Path) -> list[GcTotals]:
                 (int(count[0]), int(count[1]), int(count[2])),
                 (float(seconds[0]), float(seconds[1]), float(seconds[2])),
                 float(data["longest"]),
+                int(data.get("heap", 0)),
+                int(data.get("used", 0)),
             )
         )
     return totals

@@ -113,6 +113,19 @@ def test_a_batch_is_answered_after_it_is_read_and_in_order(
     assert _pending(phone) == [b"re:one", b"re:two", b"re:three"]
 
 
+def test_each_datagram_is_bytes_of_its_own_however_large(
+    port: SipDatagramPort, recorder: Recorder, phone: socket.socket
+) -> None:
+    """Datagrams are read into one buffer and copied out: each the handler gets
+    is whole and stays as it was when the next, longer one is read over it."""
+    large = bytes(range(256)) * 200  # 51,200 bytes
+    phone.sendto(b"short", ("127.0.0.1", port.port))
+    phone.sendto(large, ("127.0.0.1", port.port))
+    _drain(port, 2)
+    assert [data for data, _ in recorder.received] == [b"short", large]
+    assert all(type(data) is bytes for data, _ in recorder.received)
+
+
 def test_a_send_outside_a_batch_leaves_at_once(
     port: SipDatagramPort, phone: socket.socket
 ) -> None:
