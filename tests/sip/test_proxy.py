@@ -110,6 +110,15 @@ def _dial(
     return _send(edge, caller, again, now)
 
 
+def _forked_call(edge: SipEdge) -> tuple[Phone, Phone, Phone, Message, Message]:
+    """1001 (alice) calls 1002, registered twice (desk and mobile): the proxy forks.
+    Returns alice, desk, mobile and the INVITE each fork got."""
+    alice = _phone(edge, "1001", 5062)
+    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
+    actions = _dial(edge, alice, "1002")
+    return alice, desk, mobile, _only(actions, desk.flow), _only(actions, mobile.flow)
+
+
 def _records(actions: Sequence[Action]) -> list[CallEnded]:
     return [a for a in actions if isinstance(a, CallEnded)]
 
@@ -161,10 +170,7 @@ def test_forking_rings_every_contact_and_cancels_the_rest() -> None:
     """An extension registered twice rings on both connections; the first 200 wins and
     the other branch gets a CANCEL."""
     edge = _edge()
-    alice = _phone(edge, "1001", 5062)
-    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
-    actions = _dial(edge, alice, "1002")
-    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    alice, desk, mobile, desk_invite, mobile_invite = _forked_call(edge)
     assert desk_invite.vias[0].branch != mobile_invite.vias[0].branch
     _send(edge, mobile, mobile.client.answer(mobile_invite, 180, "Ringing", tag="mobile"))
     answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
@@ -180,10 +186,7 @@ def test_a_fork_that_said_nothing_yet_gets_its_cancel_with_its_first_provisional
     answered when another wins gets none then; its first provisional answer
     brings it, and is not passed up. Its 487 ends it there."""
     edge = _edge()
-    alice = _phone(edge, "1001", 5062)
-    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
-    actions = _dial(edge, alice, "1002")
-    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    alice, desk, mobile, desk_invite, mobile_invite = _forked_call(edge)
     answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
     assert _only(answered, alice.flow).status == 200 and _to(answered, mobile.flow) == []
     ringing = _send(edge, mobile, mobile.client.answer(mobile_invite, 180, "Ringing"))
@@ -348,10 +351,7 @@ def test_a_refused_answer_is_acked_and_ended_along_its_route_set() -> None:
     """The ACK and BYE for a 2xx we cannot keep (a second fork's) follow the route
     set that 2xx sets up."""
     edge = _edge()
-    alice = _phone(edge, "1001", 5062)
-    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
-    actions = _dial(edge, alice, "1002")
-    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    _, desk, mobile, desk_invite, mobile_invite = _forked_call(edge)
     _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
     late = mobile.client.answer(mobile_invite, 200, "OK", tag="mobile")
     ended = _to(_send(edge, mobile, _behind(late, "<sip:sbc.example;lr>")), mobile.flow)
@@ -496,10 +496,7 @@ def test_reinvite_and_the_cancel_answer_do_not_confuse_branches() -> None:
     and its 200 comes back; the 200 answering our CANCEL on a forked branch is not
     taken for that branch's INVITE answer."""
     edge = _edge()
-    alice = _phone(edge, "1001", 5062)
-    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
-    actions = _dial(edge, alice, "1002")
-    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    alice, desk, mobile, desk_invite, mobile_invite = _forked_call(edge)
     _send(edge, mobile, mobile.client.answer(mobile_invite, 180, "Ringing", tag="mobile"))
     answered = _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
     answer = _only(answered, alice.flow)
@@ -627,10 +624,7 @@ def test_a_fork_answering_after_a_6xx_does_not_revive_the_call() -> None:
     answers 200 anyway: it gets ACK and BYE, the caller nothing more, and there is
     one CDR."""
     edge = _edge()
-    alice = _phone(edge, "1001", 5062)
-    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
-    actions = _dial(edge, alice, "1002")
-    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    alice, desk, mobile, desk_invite, mobile_invite = _forked_call(edge)
     declined = _send(edge, desk, desk.client.answer(desk_invite, 603, "Decline", tag="desk"))
     assert _only(declined, alice.flow).status == 603 and len(_records(declined)) == 1
     late = _send(edge, mobile, mobile.client.answer(mobile_invite, 200, "OK", tag="mobile"))
@@ -645,10 +639,7 @@ def test_a_second_fork_answering_is_ended_not_passed_up() -> None:
     200 gets ACK and BYE, the caller only ever sees desk's, and the relay keeps
     talking to desk."""
     edge = _edge()
-    alice = _phone(edge, "1001", 5062)
-    desk, mobile = _phone(edge, "1002", 5064), _phone(edge, "1002", 5066)
-    actions = _dial(edge, alice, "1002")
-    desk_invite, mobile_invite = _only(actions, desk.flow), _only(actions, mobile.flow)
+    alice, desk, mobile, desk_invite, mobile_invite = _forked_call(edge)
     desk.client.media_port = 40002
     _send(edge, desk, desk.client.answer(desk_invite, 200, "OK", tag="desk"))
     again = desk.client.answer(desk_invite, 200, "OK", tag="desk")
