@@ -60,7 +60,7 @@ from typing import IO, Any
 
 from media_ng import NgError, Rtpengine, find_rtpengine, open_call, rtpengine_version
 from media_report import MODES, PAYLOAD_BYTES, PTIME_MS, Figures, print_report
-from peers import BenchError, free_port
+from peers import BenchError, free_port, stop_on_sigterm
 from procstat import CLOCK_TICKS, cpu_seconds, udp_socket_drops
 from pyspy import PySpy, find_py_spy
 
@@ -467,6 +467,7 @@ def _udp_sink() -> Iterator[int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every mode on our relay, then on rtpengine; print the report."""
     args = parse_args(argv)
+    stop_on_sigterm()
     notes: list[str] = []
     binary = None if args.no_rtpengine else find_rtpengine()
     engine = None

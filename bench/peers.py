@@ -455,3 +455,15 @@ def _answers_udp(address: tuple[str, int], process: subprocess.Popen[bytes]) -> 
                 continue
             return True
     return False
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM end a benchmark as Ctrl-C does: through its ``finally`` blocks,
+    which stop the servers, and ``subprocess.run``, which kills a running sipp.
+    Killed outright, a benchmark left its sipp processes spinning, and they
+    skewed the CPU figures of the runs after it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

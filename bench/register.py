@@ -48,6 +48,7 @@ from peers import (
     free_port,
     kamailio_version,
     make_users,
+    stop_on_sigterm,
 )
 from procstat import cpu_seconds, rss_kib, tree_cpu_seconds
 from pyspy import PySpy, ThreadProfile, find_py_spy, summarise
@@ -423,6 +424,7 @@ def _print_top(counter: Counter[str], samples: int, lines: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every measurement that the installed tools allow and print the report."""
     args = parse_args(argv)
+    stop_on_sigterm()
     report = Report()
     sipp = shutil.which("sipp")
     try:

@@ -199,7 +199,7 @@ def run_sipp(run: SippRun, target: tuple[str, int], name: str, local_port: int) 
     process = start_sipp(run, target, name, local_port)
     try:
         exit_code = process.wait(timeout=sipp_deadline(run))
-    except subprocess.TimeoutExpired:
+    except BaseException:  # hung (a timeout), or the benchmark interrupted: never leave it running
         process.kill()
         process.wait()
         raise
