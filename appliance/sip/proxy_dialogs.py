@@ -35,7 +35,7 @@ from appliance.sip.proxy_address import pop_our_routes, routes_toward_callee, vi
 from appliance.sip.proxy_state import Branch, Upstream, live_call, sends, server_key
 from appliance.sip.registrar import Flow
 from appliance.sip.sdp_exchange import Refused
-from appliance.sip.transaction import NonInviteClientTransaction
+from appliance.sip.transaction import NonInviteClientTransaction, State
 
 if TYPE_CHECKING:
     from appliance.sip.proxy_parts import ProxyParts
@@ -81,6 +81,10 @@ class Dialogs:
         if call is None or callee is None:
             if message.method == "ACK":
                 return []
+            raise SipError(481, "Call/Transaction Does Not Exist")
+        if call.state == "ended" and message.method not in ("ACK", "BYE"):
+            # Over on our side (its record written, its media released): a request
+            # crossing our BYE or CANCEL has no dialog left to go to (§12.2.2).
             raise SipError(481, "Call/Transaction Does Not Exist")
         source, target = dialog_legs(call.caller_leg, callee, message, flow)
         if not self._reachable(target.flow):
@@ -246,6 +250,10 @@ class Dialogs:
                 branch.transaction.transport_error(now)
                 failed = synthetic_timeout(branch.upstream.message, 503, "Service Unavailable")
                 actions += self._deliver(branch, failed, now)
+                if branch.transaction.state is not State.TERMINATED:
+                    # An INVITE that was ringing absorbs the error (it sends nothing
+                    # in Proceeding), but no answer can come over a closed connection.
+                    del self._branches[branch.id]
         for call in list(self.calls.values()):
             legs = [call.caller_leg, call.callee_leg]
             if call.state != "ended" and any(leg and leg.flow == flow for leg in legs):

@@ -25,7 +25,7 @@ from appliance.sip.proxy_address import via
 from appliance.sip.proxy_state import Branch, live_call, method_of, sends
 from appliance.sip.registrar import Flow
 from appliance.sip.sdp_exchange import Refused
-from appliance.sip.transaction import DeliverResponse, State
+from appliance.sip.transaction import DeliverResponse
 
 if TYPE_CHECKING:
     from appliance.sip.proxy_parts import ProxyParts
@@ -89,7 +89,7 @@ class Responses:
             ended = branch.call.state == "ended"
             why = "the call had already ended" if ended else "the call was answered elsewhere"
             ending = self._end_answered_branch(branch, message, why, now)
-            if ended and upstream.server.state is State.PROCEEDING:
+            if ended and upstream.unanswered:
                 # We ended the call (its longest life, a lost connection) while this
                 # 2xx crossed our CANCEL: the branch ends as cancelled, so the
                 # caller's INVITE still gets its final answer (§16.7).
@@ -111,8 +111,10 @@ class Responses:
         actions: list[Action] = []
         if status < 200:
             branch.provisional = True
-            if call is not None and call.state == "ended":
-                return []  # the call ended (our CANCEL crossed this): no ringing again
+            if not upstream.unanswered or (call is not None and call.state == "ended"):
+                # The caller has its final answer (another fork's 2xx, a 6xx), or we
+                # ended the call and our CANCEL crossed this: nothing rings again.
+                return []
             tag = message.to.tag
             dialogs = call.early if call is not None and call.callee_leg is None else None
             if dialogs is not None and status > 100 and tag and len(dialogs) < MAX_EARLY_DIALOGS:
@@ -174,8 +176,8 @@ class Responses:
         pending = [
             b for b in (self._branches.get(i) for i in upstream.branches) if b and not b.final
         ]
-        if (pending and status < 600) or upstream.answered:
-            return actions
+        if (pending and status < 600) or not upstream.unanswered:
+            return actions  # more answers to wait for, or the caller has its final one
         best_status, best = upstream.best_answer()
         if call is not None:
             actions += self._ended(call, now, status=best_status, hangup_by=call.cancelled_by)

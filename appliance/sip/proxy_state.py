@@ -26,8 +26,12 @@ from appliance.sip.transaction import (
     InviteServerTransaction,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
+    State,
     Transmit,
 )
+
+#: Server transaction states before the final answer.
+_UNANSWERED = frozenset({State.TRYING, State.PROCEEDING})
 
 
 @dataclass
@@ -93,6 +97,11 @@ class Upstream:
         if self.parsed is None:
             self.parsed = parse_datagram(self.wire)
         return self.parsed
+
+    @property
+    def unanswered(self) -> bool:
+        """Whether the request still waits for its final answer (only one may go up)."""
+        return self.server.state in _UNANSWERED
 
     def let_go(self) -> None:
         """Drop the parsed request (it is answered): :attr:`message` parses it again."""

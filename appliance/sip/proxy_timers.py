@@ -18,9 +18,6 @@ from appliance.sip.deadlines import Deadlines
 from appliance.sip.proxy_state import Branch, Upstream
 from appliance.sip.transaction import State
 
-#: Server transaction states before the final answer: the request is still read.
-_ANSWERING = frozenset({State.TRYING, State.PROCEEDING})
-
 
 class ProxyTimers:
     """The proxy's deadlines, over its own tables of branches, upstream requests
@@ -67,7 +64,7 @@ class ProxyTimers:
                 if state is State.TERMINATED:
                     del self._upstream[upstream.key]
                     continue
-                if state not in _ANSWERING:
+                if not upstream.unanswered:
                     upstream.let_go()
                 if (due := upstream.server.next_timer()) is not None:
                     self._deadlines.push(due, kind, key)
