@@ -1,240 +1,46 @@
-"""Chaos: whole calls over UDP through the real edge, proxy and media relay,
-with no sockets. The network drops, duplicates and reorders datagrams, the
+"""Chaos: whole calls through the real edge, proxy and media relay, with no
+sockets (the network and its checks are in ``chaos_network``, the phones in
+``chaos_phones``). The network drops, duplicates and reorders datagrams, the
 phones answer, refuse, hang up, forget to ACK or vanish, and the clock jumps.
 Whatever happens, every datagram the edge sends is well formed, and once all
 timers have run out nothing is left behind: no quota slot, no relay port, no
-call or transaction, and each admitted call has left exactly one record."""
+call or transaction, and each admitted call has left exactly one record.
+
+The first test has UDP phones and one callee device. The second forks every
+call to two or three devices, puts phones on TCP connections that close at any
+moment, and has answered phones talk in their dialogs. Below them, the
+reproducers of the bugs the chaos found."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.media.relay import PortPool, Relay
-from appliance.sip import digest
-from appliance.sip.actions import Action, CallEnded, LiveCall, QuotaRefused, Send
-from appliance.sip.blocklist import Blocklist
-from appliance.sip.cdr import CallDetailRecord
-from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
-from appliance.sip.edge import SipEdge
 from appliance.sip.message import parse_datagram
 from appliance.sip.proxy import RING_TIMEOUT_SECONDS
-from appliance.sip.proxy_address import ProxyAddress
-from appliance.sip.registrar import Flow, Registrar
-from appliance.sip.transaction import T4
-from appliance.sip.validate import check_request, check_response
-from appliance.testing.sipclient import SipTestClient
-from tests.sip.chaos_phones import CALLEE, GIVE_UP, Callee, Caller
-from tests.sip.test_proxy import DOMAIN, NOW, _ha1, _only
+from appliance.sip.registrar import Flow
+from tests.sip.chaos_network import (
+    CALLEE_FLOW,
+    CHAOS_SECONDS,
+    TENANT,
+    Network,
+    assert_nothing_left,
+    caller_flow,
+    chaos_edge,
+    contact_flow,
+    flush,
+)
+from tests.sip.chaos_phones import GIVE_UP, TALK, Callee, Caller
+from tests.sip.test_proxy import NOW
 
-TENANT = 1
-CALLEE_FLOW = Flow("udp", ("127.0.0.3", 5080))
-#: A datagram still in flight this long after it was sent is lost: RFC 3261's
-#: T4 is the longest a message stays in the network.
-LIFETIME = T4 - 1
-#: Fake time the chaos may take before the settling: with the settling, well
-#: inside the callee's registration (3600 s), so calls keep finding it.
-CHAOS_SECONDS = 1200.0
-#: The service's timer tick, slowed down (it fires every due deadline at once).
-SETTLE_STEP = 1.0
 CLOCK_JUMPS = (0.05, 0.2, 0.5, 0.5, 1.0, 1.0, 2.0, 2.0, 5.0, 17.0, 33.0, 65.0, 190.0)
 FINAL_FAILURES = (486, 603, 404, 500)
-
-
-def _edge(max_calls: int, max_call_seconds: float) -> tuple[SipEdge, Relay]:
-    """The appliance's SIP core for one tenant over UDP, with a relay whose
-    ports we can count, and the callee registered."""
-    numbers = [f"100{i}" for i in range(1, 6)] + [CALLEE]
-    extensions = [
-        ExtensionEntry(index + 10, TENANT, number, _ha1(number, DOMAIN))
-        for index, number in enumerate(numbers)
-    ]
-    relay = Relay(PortPool(choose=lambda size: size - 1))
-    edge = SipEdge(
-        SipDirectory([TenantEntry(TENANT, DOMAIN, "active", 10, max_calls)], extensions),
-        digest.DigestVerifier(digest.NonceFactory(b"k" * 32, 300)),
-        Registrar(),
-        Blocklist(),
-        [ProxyAddress("udp", "127.0.0.1", 5060)],
-        media=relay,
-        media_address="127.0.0.1",
-        max_call_seconds=max_call_seconds,
-    )
-    phone = _client(CALLEE, CALLEE_FLOW)
-    challenge = _only(
-        edge.datagram_received(phone.register(expires=3600), CALLEE_FLOW, NOW), CALLEE_FLOW
-    )
-    auth = phone.authorization(challenge)
-    registered = edge.datagram_received(
-        phone.register(expires=3600, authorization=auth), CALLEE_FLOW, NOW
-    )
-    assert _only(registered, CALLEE_FLOW).status == 200
-    return edge, relay
-
-
-def _client(number: str, flow: Flow, call_id: str | None = None) -> SipTestClient:
-    client = SipTestClient(number, DOMAIN, f"pw-{number}", transport="UDP", local=flow.remote)
-    if call_id is not None:
-        client.call_id = call_id
-    return client
-
-
-@dataclass
-class Datagram:
-    """A datagram on the wire: to the edge from ``flow``, or from the edge to it."""
-
-    to_edge: bool
-    flow: Flow
-    data: bytes
-    sent_at: float
-
-
-class Network:
-    """The edge, its phones and the datagrams between them, on a fake clock."""
-
-    def __init__(self, edge: SipEdge, relay: Relay, acks: Sequence[bool]) -> None:
-        self.edge, self.relay, self.now = edge, relay, NOW
-        self.callers: list[Caller] = []
-        self.callees: dict[str, Callee] = {}
-        for index, caller_acks in enumerate(acks):
-            flow = Flow("udp", ("127.0.0.2", 6000 + index))
-            call_id = f"chaos-{index}@127.0.0.2"
-            self.callers.append(
-                Caller(flow, _client(f"100{index + 1}", flow, call_id), caller_acks)
-            )
-            self.callees[call_id] = Callee(_client(CALLEE, CALLEE_FLOW), f"callee-{index}")
-        self.in_flight: list[Datagram] = []
-        self.records: list[CallDetailRecord] = []
-        self.admitted: set[str] = set()
-        self.refused: set[str] = set()
-        #: Calls reported live again after they ended (must stay empty).
-        self.revived: set[str] = set()
-        self._ended: set[str] = set()
-        self.next_media_check = NOW
-
-    # -- the phones' side ----------------------------------------------------
-
-    def phone_sends(self, flow: Flow, datagrams: Sequence[bytes]) -> None:
-        """Put what a phone sent on the wire."""
-        self.in_flight += [Datagram(True, flow, data, self.now) for data in datagrams]
-
-    def start(self, index: int) -> None:
-        """Caller ``index`` dials (once)."""
-        caller = self.callers[index]
-        if caller.invite is None:
-            self.phone_sends(caller.flow, caller.dial(self.now))
-
-    def retransmit(self) -> None:
-        """Every phone's retransmission timers fire."""
-        for caller in self.callers:
-            self.phone_sends(caller.flow, caller.retransmit(self.now))
-        for callee in self.callees.values():
-            self.phone_sends(CALLEE_FLOW, callee.retransmit(self.now))
-
-    # -- the wire ------------------------------------------------------------
-
-    def deliver(self, index: int, *, duplicate: bool = False) -> None:
-        """Deliver a datagram in flight (any, so out of order); a duplicate leaves
-        a copy on the wire."""
-        datagram = self.in_flight[index] if duplicate else self.in_flight.pop(index)
-        if datagram.to_edge:
-            self.carry(self.edge.datagram_received(datagram.data, datagram.flow, self.now))
-            return
-        message = parse_datagram(datagram.data)
-        if datagram.flow == CALLEE_FLOW:
-            callee = self.callees[message.call_id]
-            self.phone_sends(CALLEE_FLOW, callee.receive(message, self.now))
-            return
-        (caller,) = [c for c in self.callers if c.flow == datagram.flow]
-        self.phone_sends(caller.flow, caller.receive(message, self.now))
-
-    def carry(self, actions: Sequence[Action]) -> None:
-        """Check and carry out what the edge asked for."""
-        flows = {CALLEE_FLOW, *(c.flow for c in self.callers)}
-        sends = [a for a in actions if isinstance(a, Send)]
-        for send in sends:
-            assert send.flow in flows, send
-            _check_wellformed(send.data)
-        # Timers due together fire in an order that varies from run to run (it
-        # follows hashes of random branch ids): put them in a reproducible order.
-        sends.sort(key=lambda s: (s.flow, _summary(s.data)))
-        self.in_flight += [Datagram(False, s.flow, s.data, self.now) for s in sends]
-        for action in actions:
-            if isinstance(action, CallEnded):
-                self.records.append(action.record)
-            elif isinstance(action, LiveCall):
-                if action.state == "proceeding":
-                    self.admitted.add(action.call_id)
-                if action.state == "ended":
-                    self._ended.add(action.call_id)
-                elif action.call_id in self._ended:
-                    self.revived.add(action.call_id)
-            elif isinstance(action, QuotaRefused):
-                self.refused.add(action.call_id)
-        proxy = self.edge.proxy
-        live = sum(call.state != "ended" for call in proxy.calls.values())
-        assert not self.revived, f"ended calls came back: {self.revived}"
-        assert proxy.admission.count(TENANT) == live, "slots taken differ from live calls"
-
-    # -- time -------------------------------------------------------------------
-
-    def advance(self, seconds: float) -> None:
-        """The clock moves on: datagrams past their lifetime are lost, and the
-        service's periodic work runs once, as after a stalled reactor."""
-        self.now += seconds
-        self.in_flight = [d for d in self.in_flight if self.now - d.sent_at <= LIFETIME]
-        self.tick()
-
-    def tick(self) -> None:
-        """The service's timer tick (only when a deadline is due) and, every five
-        seconds, its media idle check."""
-        due = self.edge.next_timer()
-        if due is not None and due <= self.now:
-            self.carry(self.edge.handle_timer(self.now))
-            after = self.edge.next_timer()
-            assert after is None or after > self.now, "a deadline is due after handle_timer"
-        if self.now >= self.next_media_check:
-            self.next_media_check = self.now + 5.0
-            idle = [i.call_id for i in self.relay.expire_idle(self.now)]
-            if idle:
-                self.carry(self.edge.proxy.media_idle(idle, self.now))
-
-    def settle(self, *, network_up: bool, seconds: float) -> None:
-        """Run the clock ``seconds`` on: with the network up every datagram
-        arrives and phones keep retransmitting; down, everything is lost."""
-        end = self.now + seconds
-        while self.now < end:
-            if network_up:
-                self.retransmit()
-                for _ in range(200):
-                    if not self.in_flight:
-                        break
-                    self.deliver(0)
-                assert not self.in_flight, "the edge and the phones kept talking"
-            else:
-                self.in_flight.clear()
-            self.advance(SETTLE_STEP)
-
-
-def _summary(data: bytes) -> tuple[str, str, str]:
-    """Start line, Call-ID and CSeq: what tells apart the datagrams of one tick."""
-    message = parse_datagram(data)
-    return message.start_line, message.call_id, message.first("cseq") or ""
-
-
-def _check_wellformed(data: bytes) -> None:
-    """What the edge sends parses without defect and passes our own checks."""
-    message = parse_datagram(data)
-    assert message.defect is None, (message.defect, data)
-    if message.is_request:
-        check_request(message)
-    else:
-        check_response(message)
-    _ = message.vias  # every Via, not only the top one a response is matched on
 
 
 @st.composite
@@ -259,15 +65,44 @@ ANSWERED_ACTIONS = ("bye", "bye", "vanish")
 CALLER_ACTIONS = ("hang up", "hang up", "hang up", "early bye", "vanish")
 
 
-def _chaos_step(network: Network, data: st.DataObject) -> None:
-    """One thing happening: on the wire, in a phone, or to the clock."""
-    op = data.draw(st.sampled_from(OPS))
+@dataclass(frozen=True)
+class Moves:
+    """What may happen in a step of a chaos test, each entry of a table as
+    likely as the next: an operation, then what the user of a callee does
+    while its phone rings and once answered, and a caller's while it rings
+    and (if given) once answered."""
+
+    ops: tuple[str, ...]
+    ringing: tuple[str, ...]
+    answered: tuple[str, ...]
+    caller_ringing: tuple[str, ...]
+    caller_answered: tuple[str, ...] = ()
+
+
+MOVES = Moves(OPS, RINGING_ACTIONS, ANSWERED_ACTIONS, CALLER_ACTIONS)
+#: The second test's: connections close, users talk in their dialogs and a
+#: ringing caller mostly waits.
+FORKING_MOVES = Moves(
+    ("deliver",) * 6
+    + ("drop", "duplicate", "retransmit", "start", "clock", "close", "reconnect")
+    + ("user",) * 8,
+    (*RINGING_ACTIONS, "480", "answer"),
+    ("bye", *TALK, *TALK, "vanish"),
+    ("hang up", "early bye", "vanish", *("wait",) * 12),
+    ("hang up", *TALK, *TALK, "vanish"),
+)
+
+
+def _chaos_step(network: Network, data: st.DataObject, moves: Moves = MOVES) -> None:
+    """One thing happening: on the wire, in a phone, to the clock, or to a
+    connection (one time in eight it may close; a device may connect again)."""
+    op = data.draw(st.sampled_from(moves.ops))
     if op in WIRE_OPS:
         if not network.in_flight:
             return
         index = data.draw(st.integers(0, len(network.in_flight) - 1))
         if op == "drop":
-            del network.in_flight[index]
+            network.drop(index)
         else:
             network.deliver(index, duplicate=op == "duplicate")
     elif op == "retransmit":
@@ -280,29 +115,55 @@ def _chaos_step(network: Network, data: st.DataObject) -> None:
         jump = data.draw(st.sampled_from(CLOCK_JUMPS))
         if network.now + jump < NOW + CHAOS_SECONDS:
             network.advance(jump)
+    elif op == "close":
+        connections = network.open_connections()
+        if connections and data.draw(st.integers(0, 7)) == 0:
+            network.close(data.draw(st.sampled_from(connections)))
+    elif op == "reconnect":
+        lost = [c for c in network.contacts if c.flow.connection in network.closed]
+        if lost:
+            network.reconnect(lost[data.draw(st.integers(0, len(lost) - 1))])
     else:
-        _user_acts(network, data)
+        _user_acts(network, data, moves)
 
 
-def _user_acts(network: Network, data: st.DataObject) -> None:
+def _user_acts(network: Network, data: st.DataObject, moves: Moves) -> None:
     """A user of a phone that has something to do does one of its things."""
-    callers = [c for c in network.callers if c.provisional and not c.gone and not c.hung_up]
-    callees = [c for c in network.callees.values() if c.invite is not None and not c.gone]
-    callees = [c for c in callees if not c.final or (c.final == 200 and not c.byed)]
-    if not callers and not callees:
+    talk = bool(moves.caller_answered)
+    callers = [
+        (caller.flow, caller)
+        for caller in network.callers
+        if (caller.provisional or (talk and caller.answer is not None))
+        and not caller.gone
+        and not caller.hung_up
+    ]
+    callees = [
+        (contact.flow, callee)
+        for contact in network.contacts
+        for callee in contact.callees.values()
+        if callee.invite is not None
+        and not callee.gone
+        and (not callee.final or (callee.final == 200 and not callee.byed))
+    ]
+    phones: list[tuple[Flow, Caller | Callee]] = [*callers, *callees]
+    if not phones:
         return
-    phones: list[Caller | Callee] = [*callers, *callees]
-    phone = data.draw(st.sampled_from(phones))
+    flow, phone = phones[data.draw(st.integers(0, len(phones) - 1))]
     if isinstance(phone, Caller):
-        action = data.draw(st.sampled_from(CALLER_ACTIONS))
+        answered = talk and phone.answer is not None
+        action = data.draw(
+            st.sampled_from(moves.caller_answered if answered else moves.caller_ringing)
+        )
         if action == "vanish":
             phone.gone = True
-            return
-        sent = phone.hang_up(network.now, early_bye=action == "early bye")
-        network.phone_sends(phone.flow, sent)
+        elif action in TALK:
+            network.phone_sends(flow, phone.talk(action, network.now))
+        elif action != "wait":
+            sent = phone.hang_up(network.now, early_bye=action == "early bye")
+            network.phone_sends(flow, sent)
         return
-    actions = ANSWERED_ACTIONS if phone.final else RINGING_ACTIONS
-    network.phone_sends(CALLEE_FLOW, phone.act(data.draw(st.sampled_from(actions)), network.now))
+    action = data.draw(st.sampled_from(moves.answered if phone.final else moves.ringing))
+    network.phone_sends(flow, phone.act(action, network.now))
 
 
 @settings(
@@ -322,39 +183,104 @@ def test_chaotic_calls_leave_nothing_behind(
     formed, every slot, port, call and transaction is given back, and every
     admitted call has exactly one record (a refused one, its refusal's)."""
     max_calls, max_call_seconds, acks = scenario
-    edge, relay = _edge(max_calls, max_call_seconds)
+    edge, relay = chaos_edge(max_calls, max_call_seconds)
     network = Network(edge, relay, acks)
     for _ in range(steps):
         _chaos_step(network, data)
     network.settle(network_up=network_up, seconds=max_call_seconds + RING_TIMEOUT_SECONDS + 200.0)
-    _assert_nothing_left(network)
+    assert_nothing_left(network)
 
 
-def _assert_nothing_left(network: Network) -> None:
-    edge, proxy, relay = network.edge, network.edge.proxy, network.relay
-    assert proxy.admission.count(TENANT) == 0, "a quota slot is still taken"
-    assert relay.pool.in_use == 0 and not relay.sessions, "relay ports are still held"
-    assert not proxy.calls, f"calls remembered: {set(proxy.calls)}"
-    assert not proxy._upstream, f"server transactions left: {set(proxy._upstream)}"
-    assert not proxy._branches, f"client transactions left: {set(proxy._branches)}"
-    assert not edge._transactions and not edge._answered, "edge transactions left"
-    assert proxy.next_timer() is None, "the proxy still has a deadline"
-    ended = Counter(record.call_id for record in network.records)
-    assert network.admitted.isdisjoint(network.refused)
-    for call_id in network.admitted:
-        assert ended[call_id] == 1, f"{call_id}: {ended[call_id]} records"
-    for record in network.records:
-        if record.call_id in network.refused:
-            assert record.disposition == "rejected-quota", record
-            assert ended[record.call_id] == 1
-        else:
-            assert record.call_id in network.admitted, record
+@dataclass(frozen=True)
+class Forking:
+    """A scenario of the second test: the quota and longest call as in the
+    first, the transport of each of the callee's devices and of each caller,
+    whether each caller ACKs, and how each phone answers offers in a dialog
+    (callers first, then the devices)."""
+
+    max_calls: int
+    max_call_seconds: float
+    contacts: tuple[str, ...]
+    callers: tuple[tuple[bool, str], ...]
+    offer_statuses: tuple[int, ...]
 
 
-def _flush(network: Network) -> None:
-    """Deliver everything in flight, in order, and what it sets off."""
-    while network.in_flight:
-        network.deliver(0)
+@st.composite
+def _forking(draw: st.DrawFn) -> Forking:
+    """A :class:`Forking` scenario (no 8 s calls: the first test has them, and
+    answered calls must live long enough to talk)."""
+    contacts = draw(st.lists(st.sampled_from(["udp", "tcp"]), min_size=2, max_size=3))
+    caller = st.tuples(st.sampled_from([True, True, True, False]), st.sampled_from(["udp", "tcp"]))
+    callers = draw(st.lists(caller, min_size=1, max_size=3))
+    statuses = st.sampled_from([200, 200, 200, 488])
+    count = len(contacts) + len(callers)
+    return Forking(
+        draw(st.sampled_from([2, 20])),
+        draw(st.sampled_from([45.0, 240.0, 240.0])),
+        tuple(contacts),
+        tuple(callers),
+        tuple(draw(st.lists(statuses, min_size=count, max_size=count))),
+    )
+
+
+@contextmanager
+def _reproducible() -> Iterator[None]:
+    """Random ids (branches, tags, the proxy's salt, nonces) from a seeded
+    generator: the proxy fires deadlines due together in an order that follows
+    their ids' hashes, and an example must run the same way each time it is
+    replayed."""
+    generator = random.Random(0)
+
+    def token_hex(nbytes: int | None = None) -> str:
+        return generator.randbytes(32 if nbytes is None else nbytes).hex()
+
+    with mock.patch("secrets.token_hex", token_hex):
+        yield
+
+
+def _forking_network(scenario: Forking) -> Network:
+    """The network of a :class:`Forking` scenario."""
+    contacts = [contact_flow(i, t) for i, t in enumerate(scenario.contacts)]
+    edge, relay = chaos_edge(scenario.max_calls, scenario.max_call_seconds, contacts)
+    acks = [acks for acks, _ in scenario.callers]
+    flows = [caller_flow(i, t) for i, (_, t) in enumerate(scenario.callers)]
+    network = Network(edge, relay, acks, caller_flows=flows, contacts=contacts)
+    statuses = iter(scenario.offer_statuses)
+    for caller in network.callers:
+        caller.offer_status = next(statuses)
+    for contact in network.contacts:
+        status = next(statuses)
+        for callee in contact.callees.values():
+            callee.offer_status = status
+    return network
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(_forking(), st.integers(60, 400), st.booleans(), st.data())
+def test_forked_calls_on_closing_connections_with_talk_in_dialogs_leave_nothing_behind(
+    scenario: Forking, steps: int, network_up: bool, data: st.DataObject
+) -> None:
+    """As the first test, with the callee registered on two or three devices
+    (UDP and TCP), so every call forks: each device rings, answers, refuses or
+    stays silent on its own (two 2xx, a 2xx and a failure, late 18x, CANCEL
+    crossing answers); callers on UDP or TCP; connections that close at any
+    moment, making the devices on them unusable; and answered phones sending
+    re-INVITEs (with an offer or without), UPDATEs, INFO and OPTIONS, racing
+    each other, 491s and BYE. The same end-of-run checks hold, no caller is
+    ever given two dialogs, and no request goes over a closed connection."""
+    with _reproducible():
+        network = _forking_network(scenario)
+        for _ in range(steps):
+            _chaos_step(network, data, FORKING_MOVES)
+        seconds = scenario.max_call_seconds + RING_TIMEOUT_SECONDS + 200.0
+        network.settle(network_up=network_up, seconds=seconds)
+    assert_nothing_left(network)
 
 
 def test_a_branch_cancelled_after_ringing_is_given_up_and_the_caller_answered() -> None:
@@ -364,13 +290,13 @@ def test_a_branch_cancelled_after_ringing_is_given_up_and_the_caller_answered() 
     final answer (408). (It used to stay in Proceeding with no timer, holding
     the slot and the ports until the longest call, and its transactions for
     ever.)"""
-    edge, relay = _edge(max_calls=20, max_call_seconds=4 * 3600.0)
+    edge, relay = chaos_edge(max_calls=20, max_call_seconds=4 * 3600.0)
     network = Network(edge, relay, [True])
     network.start(0)
-    _flush(network)
+    flush(network)
     callee = network.callees[network.callers[0].client.call_id]
     network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
-    _flush(network)
+    flush(network)
     callee.gone = True
     network.settle(network_up=True, seconds=RING_TIMEOUT_SECONDS + 2 * GIVE_UP + 10)
     assert network.callers[0].final == 408
@@ -385,19 +311,19 @@ def test_an_answer_crossing_our_cancel_still_gives_the_caller_a_final_answer() -
     BYEs that 200, and the branch ends as cancelled, so the caller's INVITE
     gets its final answer. (It used to get none: its server transaction stayed
     in Proceeding for ever and the phone rang on.)"""
-    edge, relay = _edge(max_calls=20, max_call_seconds=45.0)
+    edge, relay = chaos_edge(max_calls=20, max_call_seconds=45.0)
     network = Network(edge, relay, [True])
     network.start(0)
-    _flush(network)
+    flush(network)
     callee = network.callees[network.callers[0].client.call_id]
     network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
-    _flush(network)
+    flush(network)
     network.advance(45.0)
     (cancel,) = network.in_flight
     assert parse_datagram(cancel.data).method == "CANCEL"
     network.phone_sends(CALLEE_FLOW, callee.act("answer", network.now))
     network.deliver(1)  # the 200 reaches the edge before the CANCEL reaches the callee
-    _flush(network)
+    flush(network)
     network.settle(network_up=True, seconds=300.0)
     assert [r.disposition for r in network.records] == ["failed"]
     assert network.callers[0].final >= 300
@@ -410,23 +336,178 @@ def test_a_ringing_after_the_call_ended_does_not_revive_it() -> None:
     crosses the CANCEL: the ended call stays ended. (It used to be set back to
     ringing, and the 487 answering the CANCEL ended it again: a second record,
     and a second release that took call 1's slot, though call 1 was up.)"""
-    edge, relay = _edge(max_calls=20, max_call_seconds=8.0)
+    edge, relay = chaos_edge(max_calls=20, max_call_seconds=8.0)
     network = Network(edge, relay, [True, True])
     network.start(0)
-    _flush(network)
+    flush(network)
     network.advance(5.0)
     network.start(1)
-    _flush(network)
+    flush(network)
     call_ids = [c.client.call_id for c in network.callers]
     callees = [network.callees[call_id] for call_id in call_ids]
     network.phone_sends(CALLEE_FLOW, callees[1].act("answer", network.now))
-    _flush(network)
+    flush(network)
     network.advance(3.0)  # call 0's longest life is over
     assert [r.disposition for r in network.records] == ["failed"]
     assert edge.proxy.admission.count(TENANT) == 1
     network.phone_sends(CALLEE_FLOW, callees[0].act("ring", network.now))
     network.deliver(len(network.in_flight) - 1)  # the 180 crosses the CANCEL
-    _flush(network)
+    flush(network)
     assert [r.call_id for r in network.records] == [call_ids[0]]
     assert edge.proxy.admission.count(TENANT) == 1, "call 1 lost its slot"
     assert not network.revived
+
+
+def _forked_call(
+    *transports: str, callers: int = 1, dial: bool = True
+) -> tuple[Network, list[Callee]]:
+    """``callers`` UDP phones and the callee registered on a device per
+    transport in ``transports``; unless ``dial`` is False, the first caller
+    dials and its INVITE is forked to each device. Each device's side of the
+    first call."""
+    contacts = [contact_flow(i, t) for i, t in enumerate(transports)]
+    edge, relay = chaos_edge(max_calls=20, max_call_seconds=240.0, contacts=contacts)
+    network = Network(edge, relay, [True] * callers, contacts=contacts)
+    if dial:
+        network.start(0)
+        flush(network)
+    call_id = network.callers[0].client.call_id
+    return network, [contact.callees[call_id] for contact in network.contacts]
+
+
+def test_devices_whose_connection_closed_are_not_rung_until_they_register_again() -> None:
+    """The callee has two devices on TCP. Once desk's connection is lost, calls
+    ring mobile only (nothing is sent over the closed connection, though desk's
+    binding is still registered); once mobile's is lost too, a call is refused
+    480 before anything rings, and recorded; when desk connects again and
+    registers over its new connection, the next call rings it there."""
+    network, _ = _forked_call("tcp", "tcp", callers=3, dial=False)
+    desk, mobile = network.contacts
+    call_ids = [caller.client.call_id for caller in network.callers]
+    network.close(desk.flow)
+    network.start(0)
+    flush(network)  # the Send checks: no request over a closed connection
+    assert mobile.callees[call_ids[0]].invite is not None
+    network.phone_sends(mobile.flow, mobile.callees[call_ids[0]].act("486", network.now))
+    flush(network)
+    assert network.callers[0].final == 486
+    network.close(mobile.flow)
+    network.start(1)
+    flush(network)
+    assert network.callers[1].final == 480 and call_ids[1] in network.rejected
+    network.reconnect(desk)
+    network.start(2)
+    flush(network)
+    phone = desk.callees[call_ids[2]]
+    assert phone.invite is not None and phone.client.local == desk.flow.remote
+    network.phone_sends(desk.flow, phone.act("answer", network.now))
+    flush(network)
+    caller = network.callers[2]
+    network.phone_sends(caller.flow, caller.hang_up(network.now))
+    flush(network)
+    network.settle(network_up=True, seconds=300.0)
+    assert [r.disposition for r in network.records] == ["busy", "no-answer", "answered"]
+    assert_nothing_left(network)
+
+
+def test_a_final_failure_after_a_6xx_is_not_sent_up_again() -> None:
+    """desk and mobile ring; desk declines (603): the proxy sends the 603 up and
+    CANCELs mobile, which answers 200 to the CANCEL and 487 to the INVITE.
+    RFC 3261 §16.7: a final answer has gone up, so the 487 is only ACKed. (Before
+    the fix, the proxy sent the best answer up a second time on the caller's INVITE server
+    transaction, which is Completed: LocalProtocolError escapes
+    ``datagram_received``, and the 487 is never ACKed. Any later failure of
+    another fork does the same: Timer B's 408 inside ``handle_timer``, a lost
+    connection's 503 inside ``connection_closed``.)"""
+    network, (desk, mobile) = _forked_call("udp", "udp")
+    desk_flow, mobile_flow = (contact.flow for contact in network.contacts)
+    network.phone_sends(mobile_flow, mobile.act("ring", network.now))
+    network.phone_sends(desk_flow, desk.act("ring", network.now))
+    flush(network)
+    network.phone_sends(desk_flow, desk.act("603", network.now))
+    flush(network)  # 603 up, ACK to desk, CANCEL to mobile; 200 and 487 back
+    assert [status for _, status, _ in network.callers[0].finals] == [407, 603]
+    assert mobile.acked, "the 487 was not ACKed"
+    network.settle(network_up=True, seconds=RING_TIMEOUT_SECONDS)
+    assert [r.disposition for r in network.records] == ["failed"]
+    assert_nothing_left(network)
+
+
+def test_a_provisional_answer_after_another_fork_answered_is_dropped() -> None:
+    """mobile says 100 Trying; desk answers 200 at once: the 200 goes up and
+    mobile gets a CANCEL, which its 180 crosses. RFC 3261 §16.7 step 5: a
+    provisional answer after the INVITE's final one is not forwarded: the 180
+    is dropped, the call stays answered and the caller's BYE ends it with one
+    record. (Before the fix, the proxy set the answered call "ringing", then sent the 180 on
+    the caller's INVITE server transaction, which has accepted the 2xx:
+    LocalProtocolError escapes ``datagram_received``. The call stays
+    "ringing": the BYE no longer ends it, nothing is recorded, and the slot
+    and ports stay taken until its longest life, when no BYE is sent.)"""
+    network, (desk, mobile) = _forked_call("udp", "udp")
+    desk_flow, mobile_flow = (contact.flow for contact in network.contacts)
+    network.phone_sends(mobile_flow, mobile.act("trying", network.now))
+    flush(network)
+    network.phone_sends(desk_flow, desk.act("answer", network.now))
+    network.deliver(0)  # desk's 200: up to the caller, and a CANCEL to mobile
+    network.phone_sends(mobile_flow, mobile.act("ring", network.now))
+    network.deliver(len(network.in_flight) - 1)  # mobile's 180 crosses the CANCEL
+    call = network.edge.proxy.calls[network.callers[0].client.call_id]
+    assert call.state == "answered"
+    flush(network)
+    caller = network.callers[0]
+    network.phone_sends(caller.flow, caller.hang_up(network.now))
+    flush(network)
+    assert [r.disposition for r in network.records] == ["answered"]
+    network.settle(network_up=True, seconds=300.0)
+    assert_nothing_left(network)
+
+
+def test_a_ringing_branch_whose_connection_closes_ends() -> None:
+    """The callee's only device, on TCP, rings; then its connection is lost.
+    The proxy answers the caller 503, ends the call and forgets the branch: no
+    answer can come over a closed connection. (Before the fix, the INVITE's
+    client transaction stayed in Proceeding with no timer running, for ever:
+    RFC 3261 §17.1.1.2 and RFC 6026 list no transport error there, and the
+    proxy relied on one to end it.)"""
+    network, (phone,) = _forked_call("tcp")
+    flow = network.contacts[0].flow
+    network.phone_sends(flow, phone.act("ring", network.now))
+    flush(network)
+    network.close(flow)
+    flush(network)
+    assert network.callers[0].final == 503
+    network.settle(network_up=True, seconds=RING_TIMEOUT_SECONDS + 2 * GIVE_UP)
+    assert [r.disposition for r in network.records] == ["failed"]
+    assert_nothing_left(network)
+
+
+def test_an_offer_in_a_dialog_of_a_call_ended_unanswered_is_refused() -> None:
+    """The callee rings (an early dialog with its tag); the call's longest life
+    ends it unanswered: CANCEL to the callee, whose 200 crosses it, so the proxy
+    ACKs and BYEs that 200 and answers the caller 487. The callee has its ACK
+    before the BYE and sends a re-INVITE with a new offer in what it takes for
+    a confirmed dialog. The proxy has no such dialog any more: the re-INVITE is
+    refused (481, or whatever the caller says) and the call stays ended with
+    one record. (Before the fix, it was matched to the ended call's early dialog and its offer
+    to the call's media, whose callee side never had an answer:
+    ``assert offerer.transport is not None`` in ``CallMedia.reoffer`` raises
+    out of ``datagram_received``. An UPDATE with an offer does the same.)"""
+    edge, relay = chaos_edge(max_calls=20, max_call_seconds=45.0)
+    network = Network(edge, relay, [True])
+    network.start(0)
+    flush(network)
+    callee = network.callees[network.callers[0].client.call_id]
+    network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
+    flush(network)
+    network.advance(45.0)  # the longest life: the call ends, CANCEL to the callee
+    network.phone_sends(CALLEE_FLOW, callee.act("answer", network.now))
+    network.deliver(1)  # the 200 crosses the CANCEL: ACK and BYE to the callee
+    (ack,) = [i for i, d in enumerate(network.in_flight) if d.data.startswith(b"ACK")]
+    network.deliver(ack)  # the ACK overtakes the BYE
+    network.phone_sends(CALLEE_FLOW, callee.act("reinvite", network.now))
+    flush(network)
+    assert callee.dialog is not None
+    assert [status >= 300 for method, status in callee.dialog.finals] == [True]
+    network.settle(network_up=True, seconds=300.0)
+    assert [r.disposition for r in network.records] == ["failed"]
+    assert_nothing_left(network)
