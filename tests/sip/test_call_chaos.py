@@ -93,6 +93,15 @@ FORKING_MOVES = Moves(
 )
 
 
+#: Reproducible examples (no database, derandomized), however long they take.
+CHAOS = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
 def _chaos_step(network: Network, data: st.DataObject, moves: Moves = MOVES) -> None:
     """One thing happening: on the wire, in a phone, to the clock, or to a
     connection (one time in eight it may close; a device may connect again)."""
@@ -166,13 +175,7 @@ def _user_acts(network: Network, data: st.DataObject, moves: Moves) -> None:
     network.phone_sends(flow, phone.act(action, network.now))
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(CHAOS, max_examples=200)
 @given(_scenario(), st.integers(20, 200), st.booleans(), st.data())
 def test_chaotic_calls_leave_nothing_behind(
     scenario: tuple[int, float, list[bool]], steps: int, network_up: bool, data: st.DataObject
@@ -255,13 +258,7 @@ def _forking_network(scenario: Forking) -> Network:
     return network
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(CHAOS, max_examples=150)
 @given(_forking(), st.integers(60, 400), st.booleans(), st.data())
 def test_forked_calls_on_closing_connections_with_talk_in_dialogs_leave_nothing_behind(
     scenario: Forking, steps: int, network_up: bool, data: st.DataObject
@@ -283,6 +280,18 @@ def test_forked_calls_on_closing_connections_with_talk_in_dialogs_leave_nothing_
     assert_nothing_left(network)
 
 
+def _one_ringing_call(max_call_seconds: float) -> tuple[Network, Callee]:
+    """Caller 0's call, ringing at the callee (over UDP)."""
+    edge, relay = chaos_edge(max_calls=20, max_call_seconds=max_call_seconds)
+    network = Network(edge, relay, [True])
+    network.start(0)
+    flush(network)
+    callee = network.callees[network.callers[0].client.call_id]
+    network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
+    flush(network)
+    return network, callee
+
+
 def test_a_branch_cancelled_after_ringing_is_given_up_and_the_caller_answered() -> None:
     """The callee rings, then falls silent (unplugged). Timer C CANCELs the
     branch; nothing answers. RFC 3261 §9.1 and §16.8: the INVITE client
@@ -290,13 +299,8 @@ def test_a_branch_cancelled_after_ringing_is_given_up_and_the_caller_answered() 
     final answer (408). (It used to stay in Proceeding with no timer, holding
     the slot and the ports until the longest call, and its transactions for
     ever.)"""
-    edge, relay = chaos_edge(max_calls=20, max_call_seconds=4 * 3600.0)
-    network = Network(edge, relay, [True])
-    network.start(0)
-    flush(network)
-    callee = network.callees[network.callers[0].client.call_id]
-    network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
-    flush(network)
+    network, callee = _one_ringing_call(4 * 3600.0)
+    edge, relay = network.edge, network.relay
     callee.gone = True
     network.settle(network_up=True, seconds=RING_TIMEOUT_SECONDS + 2 * GIVE_UP + 10)
     assert network.callers[0].final == 408
@@ -311,13 +315,8 @@ def test_an_answer_crossing_our_cancel_still_gives_the_caller_a_final_answer() -
     BYEs that 200, and the branch ends as cancelled, so the caller's INVITE
     gets its final answer. (It used to get none: its server transaction stayed
     in Proceeding for ever and the phone rang on.)"""
-    edge, relay = chaos_edge(max_calls=20, max_call_seconds=45.0)
-    network = Network(edge, relay, [True])
-    network.start(0)
-    flush(network)
-    callee = network.callees[network.callers[0].client.call_id]
-    network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
-    flush(network)
+    network, callee = _one_ringing_call(45.0)
+    edge = network.edge
     network.advance(45.0)
     (cancel,) = network.in_flight
     assert parse_datagram(cancel.data).method == "CANCEL"
@@ -492,13 +491,7 @@ def test_an_offer_in_a_dialog_of_a_call_ended_unanswered_is_refused() -> None:
     to the call's media, whose callee side never had an answer:
     ``assert offerer.transport is not None`` in ``CallMedia.reoffer`` raises
     out of ``datagram_received``. An UPDATE with an offer does the same.)"""
-    edge, relay = chaos_edge(max_calls=20, max_call_seconds=45.0)
-    network = Network(edge, relay, [True])
-    network.start(0)
-    flush(network)
-    callee = network.callees[network.callers[0].client.call_id]
-    network.phone_sends(CALLEE_FLOW, callee.act("ring", network.now))
-    flush(network)
+    network, callee = _one_ringing_call(45.0)
     network.advance(45.0)  # the longest life: the call ends, CANCEL to the callee
     network.phone_sends(CALLEE_FLOW, callee.act("answer", network.now))
     network.deliver(1)  # the 200 crosses the CANCEL: ACK and BYE to the callee
