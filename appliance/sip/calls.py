@@ -73,6 +73,12 @@ class Leg:
     #: Route values of a request we send it ourselves (a BYE, RFC 3261
     #: §12.2.1.1), so it takes the path the party's own requests take.
     routes: tuple[str, ...] = ()
+    #: The dialog's URIs as this party knows them, its own (the From of its
+    #: INVITE, or the To of the one it was sent) and its peer's: a request we
+    #: send it ourselves carries them in To and From (§12.2.1.1). Toward a
+    #: carrier they are not the caller's: numbers are normalised to E.164.
+    uri: str = ""
+    peer_uri: str = ""
 
 
 @dataclass

@@ -66,14 +66,12 @@ def bye_request(
     address = addresses.get(to_leg.flow.transport) or next(iter(addresses.values()))
     to_leg.cseq += 1
     from_leg.cseq += 1
-    is_callee = to_leg is call.callee_leg
-    from_aor, to_aor = (call.caller, call.callee) if is_callee else (call.callee, call.caller)
     lines = [
-        f"BYE {to_leg.contact or 'sip:' + to_aor} SIP/2.0",
+        f"BYE {to_leg.contact or to_leg.uri} SIP/2.0",
         f"Via: {via(addresses, to_leg.flow, branch)}",
         "Max-Forwards: 70",
-        f"From: <sip:{from_aor}>;tag={from_leg.tag}",
-        f"To: <sip:{to_aor}>;tag={to_leg.tag}",
+        f"From: <{to_leg.peer_uri}>;tag={from_leg.tag}",
+        f"To: <{to_leg.uri}>;tag={to_leg.tag}",
         f"Call-ID: {call.call_id}",
         f"CSeq: {from_leg.cseq + 1000} BYE",
         *[f"Route: {route}" for route in to_leg.routes],

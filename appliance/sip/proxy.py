@@ -251,6 +251,8 @@ class Proxy(Responses, Dialogs):
                 contact,
                 message.cseq.number,
                 routes_toward_caller(message),
+                message.from_.uri,
+                message.to.uri,
             ),
             deadline=now + self.max_call_seconds,
             trunk=parties.trunk_name,

@@ -67,7 +67,16 @@ class Dialogs:
         creates on ``branch``."""
         contact = response.contacts[0].uri if response.contacts else ""
         routes = routes_toward_callee(self.addresses, self.directory, response)
-        return Leg(branch.flow, response.to.tag, contact, cseq, routes)
+        # The response carries the From and To of the request this branch sent.
+        return Leg(
+            branch.flow,
+            response.to.tag,
+            contact,
+            cseq,
+            routes,
+            response.to.uri,
+            response.from_.uri,
+        )
 
     def _in_dialog(self: ProxyParts, message: Message, flow: Flow, now: float) -> list[Action]:
         call = self.calls.get(message.call_id)
