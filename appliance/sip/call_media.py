@@ -224,7 +224,10 @@ class CallMedia:
         exchange = self.exchange
         plan = None if exchange is None else exchange.plans.get(branch_id)
         if exchange is None or plan is None:
-            return None
+            # A 2xx on a branch we hold no offer for, while no answer has set the
+            # call's media, would bring the call up with no media path: refused.
+            unanswered = exchange is not None and not exchange.answered
+            return Refused(REJECT_NO_ANSWER) if final and unanswered else None
         try:
             description = sdp_of(message)
         except SipError:

@@ -96,16 +96,13 @@ class Responses:
                 terminated = synthetic_timeout(upstream.message, 487, "Request Terminated")
                 ending += self._deliver(branch, terminated, now)
             return ending
-        if branch.media is not None and status > 100:
-            if status >= 300:
-                branch.media.failed(branch.id)
-            else:
-                answer = branch.media.answer(
-                    branch.id, message, branch.flow.transport, now, final=status >= 200
-                )
-                if isinstance(answer, Refused):
-                    return self._refuse(branch, message, answer, now)
-                body = answer if answer is not None else body
+        if branch.media is not None and 100 < status < 300:
+            answer = branch.media.answer(
+                branch.id, message, branch.flow.transport, now, final=status >= 200
+            )
+            if isinstance(answer, Refused):
+                return self._refuse(branch, message, answer, now)
+            body = answer if answer is not None else body
         upward = without_top_via(message, cseq=upstream.cseq, body=body)
         call = branch.call
         actions: list[Action] = []
@@ -128,26 +125,28 @@ class Responses:
             return actions + sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
-        if (
-            status in (401, 407)
-            and branch.trunk is not None
-            and not branch.authenticated
-            and (answered := self._answer_carrier(branch, message, now))
-        ):
-            branch.final = status
-            return actions + answered
-        if (
-            status in (408, 503)
-            and branch.trunk is not None
-            and call is not None
-            and call.state != "ended"
-            and not upstream.answered
-            and not branch.cancelled
-            and (retried := self._next_server(branch, now))
-        ):
-            branch.final = status
-            return actions + retried
+        if status in (401, 407, 408, 503) and _may_retry(branch):
+            # The trunk's credentials for a carrier's challenge, or the carrier's
+            # next server after a failed one: the INVITE goes again, on a new
+            # branch that keeps the offer this one carried.
+            if status in (401, 407):
+                retried = (
+                    [] if branch.authenticated else self._answer_carrier(branch, message, now)
+                )
+            else:
+                retried = self._next_server(branch, now)
+            if retried:
+                branch.final = status
+                return actions + retried
+        if status in (401, 407) and branch.trunk is not None:
+            # A carrier's challenge we do not answer (the caller cancelled, or the
+            # carrier refused the trunk's credentials) is ours, not the caller's:
+            # its realm means nothing to a phone, so the caller hears the outcome.
+            refused = (487, "Request Terminated") if branch.cancelled else (403, "Forbidden")
+            return self._deliver(branch, synthetic_timeout(upstream.message, *refused), now)
         branch.final = status
+        if status >= 300 and branch.media is not None:
+            branch.media.failed(branch.id)
         if status < 300:
             if call is not None and not upstream.answered:
                 upstream.answered, upstream.winner = True, branch.id
@@ -243,3 +242,17 @@ class Responses:
         return self._start_branch(
             call, upstream, branch.flow, authorized, new_id, now, trunk, authenticated=True
         )
+
+
+def _may_retry(branch: Branch) -> bool:
+    """Whether a trunk branch's failure may send its INVITE again: not once the
+    caller has cancelled, the call has ended or another branch answered."""
+    upstream, call = branch.upstream, branch.call
+    return (
+        branch.trunk is not None
+        and call is not None
+        and call.state != "ended"
+        and upstream is not None
+        and not upstream.answered
+        and not branch.cancelled
+    )

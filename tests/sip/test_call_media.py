@@ -173,6 +173,24 @@ def test_an_unusable_2xx_answer_is_acked_byed_and_refused_upstream() -> None:
     assert [m.method for m in _to(again, bob.flow)] == ["ACK"] and _to(again, alice.flow) == []
 
 
+def test_a_2xx_on_a_branch_whose_offer_was_lost_is_refused_not_passed_up_bare() -> None:
+    """Fail closed: should the proxy ever lose the offer a branch carried (a
+    carrier's challenge once made it forget it), that branch's 2xx cannot set
+    the call's media. It is ACKed, BYEd and refused (488), never passed up
+    with its SDP stripped as a call with no media path."""
+    edge = _edge()
+    alice, bob = _phone(edge, "1001", 5062), _phone(edge, "1002", 5064)
+    invite = _only(_dial(edge, alice, "1002", body=alice.client.sdp()), bob.flow)
+    (call,) = edge.proxy.calls.values()
+    assert call.media is not None and call.media.exchange is not None
+    call.media.exchange.plans.clear()  # as the bug did
+    ok = bob.client.answer(invite, 200, "OK", body=bob.client.sdp())
+    actions = _send(edge, bob, ok)
+    assert [m.method for m in _to(actions, bob.flow)] == ["ACK", "BYE"]
+    assert _only(actions, alice.flow).status == 488
+    assert _relay(edge).pool.in_use == 0 and edge.proxy.admission.count(1) == 0
+
+
 def test_no_ports_is_503_and_the_quota_slot_is_given_back() -> None:
     edge = _edge()
     edge.proxy.media = Relay(PortPool(20000, 20001))  # one pair: a call needs two

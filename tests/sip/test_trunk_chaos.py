@@ -152,7 +152,8 @@ class TrunkCaller(Caller):
 class TrunkCallee(Callee):
     """The carrier's side of an outbound call (``carrier``), or the DID phone's.
     The carrier may challenge with 401 or 407: it takes the next INVITE (a new
-    branch) only with valid credentials of the trunk for its challenge."""
+    branch) only with valid credentials of the trunk for its challenge. A
+    second challenge refuses them (the proxy answers only one)."""
 
     carrier: bool = False
     challenges: int = 0
@@ -166,10 +167,6 @@ class TrunkCallee(Callee):
             return super().act(action, now)
         if not self.carrier:
             return super().act("480", now)
-        if self.challenges:
-            # A second challenge would reach the caller, whose phone cannot
-            # answer a carrier's: the carrier challenges once a call.
-            return super().act("403", now)
         invite = self.invite
         if self.gone or invite is None or self.final:
             return []
@@ -372,6 +369,7 @@ def test_a_challenged_outbound_call_is_answered_and_ends_cleanly() -> None:
         flush(network)
         caller = network.callers[0]
         assert caller.final == 200
+        assert caller.answer is not None and b"m=audio" in caller.answer.body, "no media"
         network.phone_sends(caller.flow, caller.hang_up(network.now))
         flush(network)
         network.settle(network_up=True, seconds=300.0)
@@ -401,3 +399,51 @@ def test_the_proxys_bye_on_an_outbound_call_is_well_formed() -> None:
     assert len(byes) == 2
     for bye in byes:
         check_request(parse_datagram(bye))
+
+
+def test_a_carrier_challenge_crossing_the_callers_cancel_is_not_answered() -> None:
+    """The caller CANCELs while the carrier has said nothing yet (the CANCEL waits
+    for a provisional, RFC 3261 §9.1), and the carrier then challenges: the
+    INVITE is not sent again with credentials, the call ends as cancelled.
+    (It used to be sent again, and the carrier's 2xx then set up a call the
+    caller had cancelled, on a branch whose media had no answer.)"""
+    with _reproducible():
+        scenario = TrunkScenario(20, 240.0, "tls", "udp", ((False, True, "tcp"),))
+        network = _trunk_network(scenario)
+        network.start(0)
+        flush(network)
+        caller = network.callers[0]
+        carrier = network.contacts[0]
+        callee = carrier.callees[caller.client.call_id]
+        assert isinstance(callee, TrunkCallee)
+        network.phone_sends(caller.flow, caller.hang_up(network.now))
+        flush(network)
+        network.phone_sends(carrier.flow, callee.act("407", network.now))
+        flush(network)
+        assert callee.challenge is not None, "the cancelled INVITE was sent again"
+        network.settle(network_up=True, seconds=300.0)
+    assert [r.disposition for r in network.records] == ["cancelled"]
+    assert_nothing_left(network)
+
+
+def test_a_carrier_refusing_the_trunks_credentials_gets_the_caller_a_403() -> None:
+    """The carrier challenges the INVITE that carries the trunk's credentials
+    again: the proxy answers a challenge only once, and the caller gets 403,
+    never the carrier's challenge (its realm is the carrier's, which a phone
+    has no credentials for). The challenged call's media plan survives the
+    first challenge: it used to be forgotten, so an answered challenged call
+    came up with no SDP and no media path."""
+    with _reproducible():
+        network = _trunk_network(TrunkScenario(20, 240.0, "tls", "udp", ((False, True, "udp"),)))
+        network.start(0)
+        flush(network)
+        caller = network.callers[0]
+        callee = network.contacts[0].callees[caller.client.call_id]
+        assert isinstance(callee, TrunkCallee)
+        for _ in range(2):
+            network.phone_sends(network.carrier, callee.act("407", network.now))
+            flush(network)
+        network.settle(network_up=True, seconds=300.0)
+    assert caller.final == 403
+    assert [r.disposition for r in network.records] == ["failed"]
+    assert_nothing_left(network)
