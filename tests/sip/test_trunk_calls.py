@@ -375,16 +375,16 @@ def test_a_failed_carrier_server_hands_the_call_to_the_next() -> None:
     edge = _edge()
     edge.proxy.trunk_flows[7] = [CARRIER, SECOND]
     alice = _phone(edge, "1001", 5062)
-    first = _only(_dial(edge, alice, "01632960123"), CARRIER)
+    first = _only(_dial(edge, alice, "01632960123", body=alice.client.sdp()), CARRIER)
     busy = _send_carrier(edge, CARRIER_PHONE.answer(first, 503, "Service Unavailable"))
     second = _only(busy, SECOND)
     assert (second.method, second.call_id, second.uri) == ("INVITE", first.call_id, first.uri)
     assert second.vias[0].branch != first.vias[0].branch
     assert [m.status for m in _to(busy, alice.flow)] == []
-    answered = edge.message_received(
-        parse_datagram(SECOND_PHONE.answer(second, 200, "OK", tag="b")), SECOND, NOW
-    )
-    assert _only(answered, alice.flow).status == 200
+    ok = SECOND_PHONE.answer(second, 200, "OK", tag="b", body=SECOND_PHONE.sdp())
+    answered = _only(edge.message_received(parse_datagram(ok), SECOND, NOW), alice.flow)
+    # The new branch carried the offer on: its answer sets the call's media.
+    assert answered.status == 200 and b"m=audio" in answered.body
 
     silent = _only(_dial(edge, alice, "01632960124"), CARRIER)
     moved = edge.handle_timer(NOW + 32)
