@@ -257,16 +257,20 @@ class Phone:
                 return message, provisional
             provisional.append(message.status)
 
-    def call(self, dialled: str, call_id: str) -> tuple[Message, list[int]]:
-        """INVITE ``dialled``, answer the appliance's 407, and return the final
-        answer and the provisional statuses before it."""
-        self.socket.send(self.client.invite(dialled, call_id=call_id))
+    def call(
+        self, dialled: str, call_id: str, body: bytes | None = None
+    ) -> tuple[Message, list[int]]:
+        """INVITE ``dialled`` (offering ``body``), answer the appliance's 407, and
+        return the final answer and the provisional statuses before it."""
+        self.socket.send(self.client.invite(dialled, call_id=call_id, body=body))
         challenge = self.socket.receive()
         assert challenge.status == 407, challenge.wire
         authorization = self.client.authorization(
             challenge, method="INVITE", uri=f"sip:{dialled}@{self.client.domain}"
         )
-        self.socket.send(self.client.invite(dialled, call_id=call_id, authorization=authorization))
+        self.socket.send(
+            self.client.invite(dialled, call_id=call_id, authorization=authorization, body=body)
+        )
         return self.receive_final()
 
     def in_dialog(self, method: str, answer: Message) -> bytes:
@@ -365,7 +369,8 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
     trunk's Digest credentials; Kamailio accepts them (its log names user
     acme) and relays the INVITE to the sipp UAS, which sees Request-URI user
     +441632960123 and a P-Asserted-Identity naming extension 1001. The phone
-    gets 180 and 200; its ACK and BYE follow the route set through the
+    gets 180 and 200, whose SDP answer names the relay (the offer survived the
+    carrier's challenge); its ACK and BYE follow the route set through the
     appliance and Kamailio to the UAS, which completes its scenario (exit 0).
     The call detail record says outbound, trunk carrier, callee
     +441632960123, answered, hung up by the caller."""
@@ -374,8 +379,11 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
         kamailio, uas, phone = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
 
         call_id = f"{secrets.token_hex(8)}@trunk-out"
-        answer, provisional = phone.call(DIALLED, call_id)
+        answer, provisional = phone.call(DIALLED, call_id, body=phone.client.sdp())
         assert answer.status == 200, answer.wire
+        # The relay's address and port on each leg, never the other party's.
+        section = parse_sdp(answer.body).media[0]
+        assert section.port not in (phone.client.media_port, 0), answer.wire
         assert (answer.call_id, answer.cseq.method) == (call_id, "INVITE")
         assert 180 in provisional, provisional
         phone.socket.send(phone.in_dialog("ACK", answer))
@@ -391,6 +399,8 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
         assert invite.headers("P-Asserted-Identity") == [
             f"<sip:{sip_instance.extension}@{domain}>"
         ], invite.text
+        assert "m=audio " in invite.text, invite.text
+        assert f"m=audio {phone.client.media_port} " not in invite.text, invite.text
         # Kamailio challenged the first INVITE (it came over TLS from the
         # appliance) and let through only the one with the trunk's credentials.
         invites = kamailio.received("INVITE")
@@ -476,8 +486,11 @@ def test_a_carrier_server_that_is_down_hands_the_call_to_the_next_one(
             stack, sip_instance, carrier_plan, child_env, tmp_path, zone=zone
         )
         call_id = f"{secrets.token_hex(8)}@failover"
-        answer, provisional = phone.call(DIALLED, call_id)
+        answer, provisional = phone.call(DIALLED, call_id, body=phone.client.sdp())
         assert answer.status == 200, answer.wire
+        # The relay's address and port on each leg, never the other party's.
+        section = parse_sdp(answer.body).media[0]
+        assert section.port not in (phone.client.media_port, 0), answer.wire
         assert 180 in provisional and all(s in (100, 180, 183) for s in provisional), provisional
         phone.socket.send(phone.in_dialog("ACK", answer))
         phone.socket.send(phone.in_dialog("BYE", answer))
