@@ -192,8 +192,10 @@ class TrunkCallee(Callee):
         if message.is_request and invite is not None and self.challenge is not None:
             branch = message.top_via.branch or ""
             old = branch != invite.top_via.branch
-            if message.method == "ACK" and old and branch in self.challenged:
-                return []  # the ACK of a challenge we have moved on from
+            if old and branch in self.challenged:
+                # The ACK of a challenge we have moved on from, or a late copy
+                # of the INVITE it challenged: its transaction is over for us.
+                return []
             initial = message.method == "INVITE" and message.to.tag is None
             if initial and old and self.final in (401, 407):
                 _check_credentials(message, *self.challenge)
