@@ -353,23 +353,33 @@ def test_chaotic_trunk_calls_leave_nothing_behind(
     assert_nothing_left(network)
 
 
+def _outbound_call(
+    caller_transport: str = "udp", max_call_seconds: float = 240.0
+) -> tuple[TrunkNetwork, Caller, TrunkCallee]:
+    """Caller 0's outbound call, its INVITE at the carrier (over TLS): the
+    network, the caller, and the carrier's side of the call."""
+    scenario = TrunkScenario(
+        20, max_call_seconds, "tls", "udp", ((False, True, caller_transport),)
+    )
+    network = _trunk_network(scenario)
+    network.start(0)
+    flush(network)
+    caller = network.callers[0]
+    callee = network.contacts[0].callees[caller.client.call_id]
+    assert isinstance(callee, TrunkCallee)
+    return network, caller, callee
+
+
 def test_a_challenged_outbound_call_is_answered_and_ends_cleanly() -> None:
     """The carrier challenges with 407, takes the retried INVITE with the trunk's
     credentials and answers; the caller hangs up: one record, nothing left."""
     with _reproducible():
-        network = _trunk_network(TrunkScenario(20, 240.0, "tls", "udp", ((False, True, "udp"),)))
-        network.start(0)
-        flush(network)
-        call_id = network.callers[0].client.call_id
-        carrier = network.contacts[0]
-        callee = carrier.callees[call_id]
-        assert isinstance(callee, TrunkCallee)
-        network.phone_sends(carrier.flow, callee.act("407", network.now))
+        network, caller, callee = _outbound_call()
+        network.phone_sends(network.carrier, callee.act("407", network.now))
         flush(network)
         assert callee.challenge is None and callee.final == 0, "no retried INVITE"
-        network.phone_sends(carrier.flow, callee.act("answer", network.now))
+        network.phone_sends(network.carrier, callee.act("answer", network.now))
         flush(network)
-        caller = network.callers[0]
         assert caller.final == 200
         assert caller.answer is not None and b"m=audio" in caller.answer.body, "no media"
         network.phone_sends(caller.flow, caller.hang_up(network.now))
@@ -387,15 +397,10 @@ def test_the_proxys_bye_on_an_outbound_call_is_well_formed() -> None:
     URI whose host is the number: a strict phone or carrier answers 400, or
     drops it, and keeps the call up.)"""
     with _reproducible():
-        scenario = TrunkScenario(20, 8.0, "tls", "udp", ((False, True, "udp"),))
-        network = _trunk_network(scenario)
-        network.start(0)
+        network, caller, callee = _outbound_call(max_call_seconds=8.0)
+        network.phone_sends(network.carrier, callee.act("answer", network.now))
         flush(network)
-        carrier = network.contacts[0]
-        callee = carrier.callees[network.callers[0].client.call_id]
-        network.phone_sends(carrier.flow, callee.act("answer", network.now))
-        flush(network)
-        assert network.callers[0].final == 200
+        assert caller.final == 200
         ended = network.edge.handle_timer(network.now + 10.0)
     byes = [a.data for a in ended if isinstance(a, Send) and a.data.startswith(b"BYE ")]
     assert len(byes) == 2
@@ -410,17 +415,10 @@ def test_a_carrier_challenge_crossing_the_callers_cancel_is_not_answered() -> No
     (It used to be sent again, and the carrier's 2xx then set up a call the
     caller had cancelled, on a branch whose media had no answer.)"""
     with _reproducible():
-        scenario = TrunkScenario(20, 240.0, "tls", "udp", ((False, True, "tcp"),))
-        network = _trunk_network(scenario)
-        network.start(0)
-        flush(network)
-        caller = network.callers[0]
-        carrier = network.contacts[0]
-        callee = carrier.callees[caller.client.call_id]
-        assert isinstance(callee, TrunkCallee)
+        network, caller, callee = _outbound_call("tcp")
         network.phone_sends(caller.flow, caller.hang_up(network.now))
         flush(network)
-        network.phone_sends(carrier.flow, callee.act("407", network.now))
+        network.phone_sends(network.carrier, callee.act("407", network.now))
         flush(network)
         assert callee.challenge is not None, "the cancelled INVITE was sent again"
         network.settle(network_up=True, seconds=300.0)
@@ -436,12 +434,7 @@ def test_a_carrier_refusing_the_trunks_credentials_gets_the_caller_a_403() -> No
     first challenge: it used to be forgotten, so an answered challenged call
     came up with no SDP and no media path."""
     with _reproducible():
-        network = _trunk_network(TrunkScenario(20, 240.0, "tls", "udp", ((False, True, "udp"),)))
-        network.start(0)
-        flush(network)
-        caller = network.callers[0]
-        callee = network.contacts[0].callees[caller.client.call_id]
-        assert isinstance(callee, TrunkCallee)
+        network, caller, callee = _outbound_call()
         for _ in range(2):
             network.phone_sends(network.carrier, callee.act("407", network.now))
             flush(network)
