@@ -148,8 +148,8 @@ class Responses:
         if status >= 300 and branch.media is not None:
             branch.media.failed(branch.id)
         if status < 300:
-            if call is not None and not upstream.answered:
-                upstream.answered, upstream.winner = True, branch.id
+            if call is not None and not upstream.winner:
+                upstream.winner = branch.id
                 # The 2xx confirms its dialog: target and route set come from it
                 # (§13.2.2.4); requests the callee sent while early keep counting.
                 early = call.early.get(message.to.tag or "")
@@ -253,6 +253,6 @@ def _may_retry(branch: Branch) -> bool:
         and call is not None
         and call.state != "ended"
         and upstream is not None
-        and not upstream.answered
+        and not upstream.winner
         and not branch.cancelled
     )

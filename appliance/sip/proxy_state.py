@@ -75,8 +75,7 @@ class Upstream:
     key: tuple[str, str, str]
     branches: list[str] = field(default_factory=list)
     best: tuple[int, bytes] | None = None
-    answered: bool = False
-    #: The branch whose 2xx answered the INVITE.
+    #: The branch whose 2xx answered the INVITE ("" until one has).
     winner: str = ""
     challenges: list[tuple[str, str]] = field(default_factory=list)
     wire: bytes = b""
