@@ -102,6 +102,23 @@ CHAOS = settings(
 )
 
 
+def run_chaos(
+    network: Network,
+    data: st.DataObject,
+    moves: Moves,
+    steps: int,
+    max_call_seconds: float,
+    network_up: bool,
+) -> None:
+    """``steps`` chaos steps, then every timer run out (past the longest call
+    and Timer C) with the network up or down; then nothing may be left."""
+    for _ in range(steps):
+        _chaos_step(network, data, moves)
+    seconds = max_call_seconds + RING_TIMEOUT_SECONDS + 200.0
+    network.settle(network_up=network_up, seconds=seconds)
+    assert_nothing_left(network)
+
+
 def _chaos_step(network: Network, data: st.DataObject, moves: Moves = MOVES) -> None:
     """One thing happening: on the wire, in a phone, to the clock, or to a
     connection (one time in eight it may close; a device may connect again)."""
@@ -187,11 +204,7 @@ def test_chaotic_calls_leave_nothing_behind(
     admitted call has exactly one record (a refused one, its refusal's)."""
     max_calls, max_call_seconds, acks = scenario
     edge, relay = chaos_edge(max_calls, max_call_seconds)
-    network = Network(edge, relay, acks)
-    for _ in range(steps):
-        _chaos_step(network, data)
-    network.settle(network_up=network_up, seconds=max_call_seconds + RING_TIMEOUT_SECONDS + 200.0)
-    assert_nothing_left(network)
+    run_chaos(Network(edge, relay, acks), data, MOVES, steps, max_call_seconds, network_up)
 
 
 @dataclass(frozen=True)
@@ -273,11 +286,7 @@ def test_forked_calls_on_closing_connections_with_talk_in_dialogs_leave_nothing_
     ever given two dialogs, and no request goes over a closed connection."""
     with _reproducible():
         network = _forking_network(scenario)
-        for _ in range(steps):
-            _chaos_step(network, data, FORKING_MOVES)
-        seconds = scenario.max_call_seconds + RING_TIMEOUT_SECONDS + 200.0
-        network.settle(network_up=network_up, seconds=seconds)
-    assert_nothing_left(network)
+        run_chaos(network, data, FORKING_MOVES, steps, scenario.max_call_seconds, network_up)
 
 
 def _one_ringing_call(max_call_seconds: float) -> tuple[Network, Callee]:

@@ -25,7 +25,6 @@ from appliance.sip.dialplan import DidEntry, NumberSettings, RouteRule, TrunkEnt
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message, parse_datagram
-from appliance.sip.proxy import RING_TIMEOUT_SECONDS
 from appliance.sip.proxy_address import ProxyAddress
 from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.validate import check_request
@@ -40,7 +39,7 @@ from tests.sip.chaos_network import (
     register,
 )
 from tests.sip.chaos_phones import CALLEE, TALK, Callee, Caller, Pending
-from tests.sip.test_call_chaos import CHAOS, Moves, _chaos_step, _reproducible
+from tests.sip.test_call_chaos import CHAOS, Moves, _reproducible, run_chaos
 from tests.sip.test_proxy import DOMAIN, NOW, _ha1
 
 #: The DID the carrier's calls are to; it rings the extension :data:`CALLEE`.
@@ -346,11 +345,7 @@ def test_chaotic_trunk_calls_leave_nothing_behind(
     moment. The same end-of-run checks hold."""
     with _reproducible():
         network = _trunk_network(scenario)
-        for _ in range(steps):
-            _chaos_step(network, data, TRUNK_MOVES)
-        seconds = scenario.max_call_seconds + RING_TIMEOUT_SECONDS + 200.0
-        network.settle(network_up=network_up, seconds=seconds)
-    assert_nothing_left(network)
+        run_chaos(network, data, TRUNK_MOVES, steps, scenario.max_call_seconds, network_up)
 
 
 def _outbound_call(
