@@ -34,7 +34,7 @@ from appliance.media.sdes import Suite
 from appliance.sip import digest
 from appliance.sip.actions import Action, Send
 from appliance.sip.blocklist import Blocklist
-from appliance.sip.dialplan import NumberSettings, RouteRule
+from appliance.sip.dialplan import DidEntry, NumberSettings, RouteRule
 from appliance.sip.directory import ExtensionEntry, SipDirectory, TenantEntry
 from appliance.sip.edge import SipEdge
 from appliance.sip.message import Message, parse_datagram
@@ -47,6 +47,9 @@ from tests.sip.test_call_chaos import CHAOS
 from tests.sip.test_proxy import DOMAIN, NOW, _ha1
 from tests.sip.test_trunk_calls import CARRIER, _trunk
 
+#: The DID the carrier calls in on (it rings 1002), and where it calls from.
+DID = "+441632960999"
+CARRIER_INBOUND = "127.0.0.49"
 _KEY_RE = re.compile(rb"inline:([A-Za-z0-9+/=]+)")
 
 
@@ -133,6 +136,7 @@ def _edge(phones: SrtpPolicy, trunk: SrtpPolicy) -> SipEdge:
         [TenantEntry(1, DOMAIN, "active", 10, 5, phones)],
         [ExtensionEntry(11 + i, 1, n, _ha1(n, DOMAIN)) for i, n in enumerate(("1001", "1002"))],
         trunks=[_trunk(srtp=trunk)],
+        dids={DID: DidEntry(DID, 1, 12, "1002")},
         routes={1: (RouteRule(1, "+44", "carrier"),)},
         numbering={1: NumberSettings(country_code="44")},
     )
@@ -154,6 +158,16 @@ def _carrier() -> Party:
     """The carrier, at the end of the trunk's TLS connection."""
     client = SipTestClient("carrier", "carrier.example", "", transport="TLS", local=CARRIER.remote)
     return Party("01632960123", CARRIER, client)
+
+
+def _inbound_carrier(edge: SipEdge) -> Party:
+    """The carrier calling in, on a TLS connection from its inbound network."""
+    flow = Flow("tls", (CARRIER_INBOUND, 7000), "carrier-in")
+    edge.connection_opened(flow)
+    client = SipTestClient(
+        "+447700900100", "carrier.example", "", transport="TLS", local=flow.remote
+    )
+    return Party("+447700900100", flow, client)
 
 
 def _register(edge: SipEdge, number: str, port: int, transport: str) -> Party:
@@ -272,33 +286,39 @@ def _request(out: dict[Flow, list[Message]], party: Party, method: str) -> Messa
 @given(
     st.sampled_from(list(SrtpPolicy)),
     st.sampled_from(list(SrtpPolicy)),
-    st.sampled_from(["tls", "tls", "udp"]),
+    st.sampled_from(["tls", "tls", "udp", "trunk"]),
     st.sampled_from(["tls", "tls", "udp", "trunk"]),
     st.data(),
 )
 def test_no_sdp_ever_downgrades_or_leaks_a_leg(
     phones: SrtpPolicy,
     trunk: SrtpPolicy,
-    caller_transport: str,
+    caller: str,
     callee: str,
     data: st.DataObject,
 ) -> None:
-    """A call, to another phone (over TLS or UDP) or out through the trunk,
-    whose INVITE, 2xx, ACK and re-INVITEs carry any SDP a phone or carrier
-    might send, under the tenant's and the trunk's policies: the invariants
-    of this module hold at every step, and the call ends with nothing held."""
+    """A call from a phone (over TLS or UDP) or in from the carrier to a DID,
+    to another phone or out through the trunk, whose INVITE, 2xx, ACK,
+    re-INVITEs and UPDATEs carry any SDP a phone or carrier might send, under
+    the tenant's and the trunk's policies: the invariants of this module hold
+    at every step, and the call ends with nothing held."""
     edge = _edge(phones, trunk)
-    alice = _register(edge, "1001", 5062, caller_transport)
+    if caller == "trunk":
+        callee = "tls" if callee == "trunk" else callee  # the carrier calls a DID
+    alice = _inbound_carrier(edge) if caller == "trunk" else _register(edge, "1001", 5062, caller)
     bob = _carrier() if callee == "trunk" else _register(edge, "1002", 5064, callee)
-    net = Checked(edge, (alice, bob), (phones, trunk if callee == "trunk" else phones))
+    policies = tuple(trunk if side == "trunk" else phones for side in (caller, callee))
+    net = Checked(edge, (alice, bob), (policies[0], policies[1]))
     late = data.draw(st.integers(0, 4)) == 0
     offer = b"" if late else data.draw(descriptions(alice.client))
-    first = alice.client.invite(bob.number, body=offer)
-    challenge = _final(net.send(alice, first), alice)
-    assert challenge is not None and challenge.status == 407
-    uri = f"sip:{bob.number}@{DOMAIN}"
-    auth = alice.client.authorization(challenge, method="INVITE", uri=uri)
-    out = net.send(alice, alice.client.invite(bob.number, body=offer, authorization=auth))
+    target = DID if caller == "trunk" else bob.number
+    out = net.send(alice, alice.client.invite(target, body=offer))
+    challenge = _final(out, alice)
+    if caller != "trunk":  # a phone's INVITE is challenged, a carrier's never
+        assert challenge is not None and challenge.status == 407
+        uri = f"sip:{bob.number}@{DOMAIN}"
+        auth = alice.client.authorization(challenge, method="INVITE", uri=uri)
+        out = net.send(alice, alice.client.invite(bob.number, body=offer, authorization=auth))
     invite = _request(out, bob, "INVITE")
     if invite is None:
         event(f"not forwarded {[m.status for m in out.get(alice.flow, [])]}")
