@@ -142,8 +142,13 @@ class Responses:
             # A carrier's challenge we do not answer (the caller cancelled, or the
             # carrier refused the trunk's credentials) is ours, not the caller's:
             # its realm means nothing to a phone, so the caller hears the outcome.
-            refused = (487, "Request Terminated") if branch.cancelled else (403, "Forbidden")
-            return self._deliver(branch, synthetic_timeout(upstream.message, *refused), now)
+            if branch.cancelled:
+                terminated = synthetic_timeout(upstream.message, 487, "Request Terminated")
+                return self._deliver(branch, terminated, now)
+            if call is not None:
+                call.end_reason = "trunk-credentials-refused"
+            refused = synthetic_timeout(upstream.message, 403, "Forbidden")
+            return self._deliver(branch, refused, now)
         branch.final = status
         if status >= 300 and branch.media is not None:
             branch.media.failed(branch.id)

@@ -435,5 +435,7 @@ def test_a_carrier_refusing_the_trunks_credentials_gets_the_caller_a_403() -> No
             flush(network)
         network.settle(network_up=True, seconds=300.0)
     assert caller.final == 403
-    assert [r.disposition for r in network.records] == ["failed"]
+    (record,) = network.records
+    assert record.disposition == "failed"
+    assert record.media["end_reason"] == "trunk-credentials-refused"
     assert_nothing_left(network)
