@@ -142,11 +142,10 @@ class Responses:
             # A carrier's challenge we do not answer (the caller cancelled, or the
             # carrier refused the trunk's credentials) is ours, not the caller's:
             # its realm means nothing to a phone, so the caller hears the outcome.
-            if branch.cancelled:
+            if branch.cancelled or call is None or call.state == "ended":
                 terminated = synthetic_timeout(upstream.message, 487, "Request Terminated")
                 return self._deliver(branch, terminated, now)
-            if call is not None:
-                call.end_reason = "trunk-credentials-refused"
+            call.end_reason = "trunk-credentials-refused"
             refused = synthetic_timeout(upstream.message, 403, "Forbidden")
             return self._deliver(branch, refused, now)
         branch.final = status
