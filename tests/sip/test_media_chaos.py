@@ -2,7 +2,7 @@
 edge, proxy and relay (in memory), offering and answering whatever a phone
 might send (plain or SRTP profiles; valid keys of every suite; NULL, F8 and
 AES-192 suites, MKIs, KDR, UNENCRYPTED_SRTP, garbled keys; several lines,
-repeated tags; hold; no SDP at all) in the INVITE, its 2xx and ACK, and in
+repeated tags; hold; a video stream; no SDP at all) in the INVITE, its 2xx and ACK, and in
 re-INVITEs from either side, under each tenant policy, over TLS or UDP.
 
 Whatever they send, the never-downgrade rules hold at every step:
@@ -11,6 +11,9 @@ Whatever they send, the never-downgrade rules hold at every step:
 - every SDP sent to a phone of a tenant that requires SRTP carries keys;
 - no key a phone sent ever appears in what we send, and no key we send one
   leg appears on the other;
+- media goes through the relay or nowhere: every address in what we send is
+  the relay's, the audio port one of its ports, any other stream (video,
+  which the relay does not carry) disabled with port 0;
 - a leg of a ``required`` tenant is never set to plain RTP in the relay, a
   leg once on SRTP stays on SRTP for the rest of the call, and the relay
   leg's suite matches the leg's negotiated mode;
@@ -51,6 +54,10 @@ from tests.sip.test_trunk_calls import CARRIER, _trunk
 DID = "+441632960999"
 CARRIER_INBOUND = "127.0.0.49"
 _KEY_RE = re.compile(rb"inline:([A-Za-z0-9+/=]+)")
+_CONNECTION_RE = re.compile(rb"^c=IN IP4 (\S+)\r$", re.MULTILINE)
+_PORT_RE = re.compile(rb"^m=\w+ ([0-9]+) ", re.MULTILINE)
+#: The relay's address, in every SDP we send.
+MEDIA = "127.0.0.1"
 
 
 def _key(suite: Suite, fill: int) -> str:
@@ -101,6 +108,12 @@ def descriptions(draw: st.DrawFn, client: SipTestClient) -> bytes:
     if draw(st.integers(0, 9)) == 0:
         body = body.replace(b"c=IN IP4 127.0.0.", b"c=IN IP4 0.0.0.0\r\nx=", 1)
         body = re.sub(rb"x=[0-9]+\r\n", b"", body)
+    if draw(st.integers(0, 4)) == 0:  # a video stream, which the relay does not carry
+        video = [f"m=video {client.media_port + 2} {profile} 96", "a=rtpmap:96 H264/90000"]
+        if draw(st.booleans()):
+            video.insert(1, f"c=IN IP4 {client.local[0]}")
+        video += [f"a=crypto:{line}" for line in draw(crypto_lines())]
+        body += ("\r\n".join(video) + "\r\n").encode()
     return body
 
 
@@ -239,6 +252,12 @@ class Checked:
         (index,) = [i for i, party in enumerate(self.parties) if party.flow == flow]
         if self.policies[index] is SrtpPolicy.REQUIRED:
             assert b"a=crypto" in message.body, "plain SDP to a leg that requires SRTP"
+        # Media goes through the relay or nowhere: every address is ours, the
+        # audio port one of the relay's, any other stream disabled (port 0).
+        assert set(_CONNECTION_RE.findall(message.body)) <= {MEDIA.encode()}, "media bypass"
+        (audio, *others) = _PORT_RE.findall(message.body)
+        assert int(audio) != self.parties[1 - index].client.media_port, "media bypass"
+        assert all(int(port) == 0 for port in others), "a stream the relay does not carry"
 
     def _calls(self) -> list[object]:
         return [c for c in self.edge.proxy.calls.values() if c.state != "ended"]
