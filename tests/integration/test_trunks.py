@@ -523,8 +523,9 @@ def test_a_reliable_ringing_is_pracked_through_kamailio(
     in the early dialog through the appliance and Kamailio (which routes it by
     Route), with its RAck naming the INVITE the UAS saw: the one the appliance
     re-sent with a higher CSeq to answer Kamailio's 407. The PRACK's 200 and
-    then the INVITE's come back; ACK and BYE end the call, and sipp completes
-    its scenario."""
+    then the INVITE's come back, the latter with the relay's answer to the
+    phone's offer; ACK and BYE end the call, and sipp completes its
+    scenario."""
     with ExitStack() as stack:
         _, uas, phone = _outbound(
             stack, sip_instance, carrier_plan, child_env, tmp_path, reliable=True
@@ -532,13 +533,14 @@ def test_a_reliable_ringing_is_pracked_through_kamailio(
 
         call_id = f"{secrets.token_hex(8)}@trunk-100rel"
         client = phone.client
-        phone.socket.send(client.invite(DIALLED, call_id=call_id, extra=("Supported: 100rel",)))
+        offer, extra = client.sdp(), ("Supported: 100rel",)
+        phone.socket.send(client.invite(DIALLED, call_id=call_id, extra=extra, body=offer))
         challenge = phone.socket.receive()
         assert challenge.status == 407, challenge.wire
         uri = f"sip:{DIALLED}@{client.domain}"
         authorization = client.authorization(challenge, method="INVITE", uri=uri)
         invite = client.invite(
-            DIALLED, call_id=call_id, authorization=authorization, extra=("Supported: 100rel",)
+            DIALLED, call_id=call_id, authorization=authorization, extra=extra, body=offer
         )
         phone.socket.send(invite)
         ringing = phone.socket.receive()
@@ -560,6 +562,8 @@ def test_a_reliable_ringing_is_pracked_through_kamailio(
         assert finals["PRACK"].status == 200, finals["PRACK"].wire
         answer = finals["INVITE"]
         assert (answer.status, answer.cseq.number) == (200, invite_cseq), answer.wire
+        section = parse_sdp(answer.body).media[0]  # the relay's answer to our offer
+        assert section.port not in (client.media_port, 0), answer.wire
         phone.socket.send(phone.in_dialog("ACK", answer))
         phone.socket.send(phone.in_dialog("BYE", answer))
         bye_answer, _ = phone.receive_final()
