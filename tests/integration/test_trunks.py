@@ -440,7 +440,7 @@ def test_our_bye_reaches_the_carrier_along_its_route_set(
         kamailio, uas, phone = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
 
         call_id = f"{secrets.token_hex(8)}@trunk-drop"
-        answer, _ = phone.call(DIALLED, call_id)
+        answer, _ = phone.call(DIALLED, call_id, body=phone.client.sdp())
         assert answer.status == 200, answer.wire
         phone.socket.send(phone.in_dialog("ACK", answer))
         poll_until(lambda: uas.received_requests("ACK") or None, "the ACK at the sipp UAS")
@@ -453,6 +453,7 @@ def test_our_bye_reaches_the_carrier_along_its_route_set(
         )
         record = _cdr(sip_instance, call_id)
         assert (record["disposition"], record["hangup_by"]) == ("answered", "system"), record
+        assert "end_reason" not in record["media"], record  # the lost connection ended it
 
 
 def test_a_carrier_server_that_is_down_hands_the_call_to_the_next_one(
