@@ -13,13 +13,14 @@ reproducers of the bugs the chaos found."""
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from appliance.sip.message import parse_datagram
@@ -100,6 +101,21 @@ CHAOS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+#: ``TELEMANCER_CHAOS_SOAK=N``: a soak, to hunt bugs by hand. Each chaos property
+#: runs N times its examples, drawn at random instead of derandomized, and a
+#: failure is reported as found, with the network's trace: shrinking these long
+#: examples can take many minutes. ``make test`` runs without it.
+SOAK = int(os.environ.get("TELEMANCER_CHAOS_SOAK") or 0)
+#: The trace lines a soak's failure reports (the last ones).
+TRACE_LINES = 400
+
+
+def chaos(examples: int) -> settings:
+    """The settings of a chaos property of ``examples`` examples (see :data:`SOAK`)."""
+    if SOAK:
+        soak_phases = [Phase.explicit, Phase.generate]
+        return settings(CHAOS, max_examples=examples * SOAK, derandomize=False, phases=soak_phases)
+    return settings(CHAOS, max_examples=examples)
 
 
 def run_chaos(
@@ -111,12 +127,20 @@ def run_chaos(
     network_up: bool,
 ) -> None:
     """``steps`` chaos steps, then every timer run out (past the longest call
-    and Timer C) with the network up or down; then nothing may be left."""
-    for _ in range(steps):
-        _chaos_step(network, data, moves)
-    seconds = max_call_seconds + RING_TIMEOUT_SECONDS + 200.0
-    network.settle(network_up=network_up, seconds=seconds)
-    assert_nothing_left(network)
+    and Timer C) with the network up or down; then nothing may be left. In a
+    soak, a failure reports the end of the network's trace."""
+    if SOAK:
+        network.trace = []
+    try:
+        for _ in range(steps):
+            _chaos_step(network, data, moves)
+        seconds = max_call_seconds + RING_TIMEOUT_SECONDS + 200.0
+        network.settle(network_up=network_up, seconds=seconds)
+        assert_nothing_left(network)
+    except Exception:
+        if network.trace is not None:
+            note("\n".join(network.trace[-TRACE_LINES:]))
+        raise
 
 
 def _chaos_step(network: Network, data: st.DataObject, moves: Moves = MOVES) -> None:
@@ -192,7 +216,7 @@ def _user_acts(network: Network, data: st.DataObject, moves: Moves) -> None:
     network.phone_sends(flow, phone.act(action, network.now))
 
 
-@settings(CHAOS, max_examples=200)
+@chaos(200)
 @given(_scenario(), st.integers(20, 200), st.booleans(), st.data())
 def test_chaotic_calls_leave_nothing_behind(
     scenario: tuple[int, float, list[bool]], steps: int, network_up: bool, data: st.DataObject
@@ -271,7 +295,7 @@ def _forking_network(scenario: Forking) -> Network:
     return network
 
 
-@settings(CHAOS, max_examples=150)
+@chaos(150)
 @given(_forking(), st.integers(60, 400), st.booleans(), st.data())
 def test_forked_calls_on_closing_connections_with_talk_in_dialogs_leave_nothing_behind(
     scenario: Forking, steps: int, network_up: bool, data: st.DataObject

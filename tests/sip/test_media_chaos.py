@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hypothesis import event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from appliance.media.policy import Protection, SrtpPolicy
@@ -46,7 +46,7 @@ from appliance.sip.registrar import Flow, Registrar
 from appliance.sip.validate import check_request, check_response
 from appliance.testing.sipclient import SipTestClient
 from tests.sip.chaos_phones import Dialog
-from tests.sip.test_call_chaos import CHAOS
+from tests.sip.test_call_chaos import chaos
 from tests.sip.test_proxy import DOMAIN, NOW, _ha1
 from tests.sip.test_trunk_calls import CARRIER, _trunk
 
@@ -301,7 +301,7 @@ def _request(out: dict[Flow, list[Message]], party: Party, method: str) -> Messa
     return requests[-1] if requests else None
 
 
-@settings(CHAOS, max_examples=400)
+@chaos(400)
 @given(
     st.sampled_from(list(SrtpPolicy)),
     st.sampled_from(list(SrtpPolicy)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.media.relay import PortPool, Relay
@@ -39,7 +39,7 @@ from tests.sip.chaos_network import (
     register,
 )
 from tests.sip.chaos_phones import CALLEE, TALK, Callee, Caller, Pending
-from tests.sip.test_call_chaos import CHAOS, Moves, _reproducible, run_chaos
+from tests.sip.test_call_chaos import Moves, _reproducible, chaos, run_chaos
 from tests.sip.test_proxy import DOMAIN, NOW, _ha1
 
 #: The DID the carrier's calls are to; it rings the extension :data:`CALLEE`.
@@ -333,7 +333,7 @@ def _trunk_network(scenario: TrunkScenario) -> TrunkNetwork:
     return TrunkNetwork(edge, relay, scenario.calls, carrier, phone)
 
 
-@settings(CHAOS, max_examples=200)
+@chaos(200)
 @given(_trunk_scenario(), st.integers(40, 300), st.booleans(), st.data())
 def test_chaotic_trunk_calls_leave_nothing_behind(
     scenario: TrunkScenario, steps: int, network_up: bool, data: st.DataObject
