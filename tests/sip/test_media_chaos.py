@@ -28,7 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hypothesis import event, given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from appliance.media.policy import Protection, SrtpPolicy
@@ -142,13 +142,18 @@ class Party:
     dialog: Dialog | None = None
 
 
-def _edge(phones: SrtpPolicy, trunk: SrtpPolicy) -> SipEdge:
+def _carrier_flow(transport: str) -> Flow:
+    """The trunk's flow to its carrier: its TLS connection, or UDP."""
+    return CARRIER if transport == "tls" else Flow("udp", (CARRIER.remote[0], 5060))
+
+
+def _edge(phones: SrtpPolicy, trunk: SrtpPolicy, carrier: Flow) -> SipEdge:
     """One tenant whose phones' legs have the policy ``phones``, with a trunk
-    over TLS (policy ``trunk``) that national numbers are routed to."""
+    (policy ``trunk``) to ``carrier`` that national numbers are routed to."""
     directory = SipDirectory(
         [TenantEntry(1, DOMAIN, "active", 10, 5, phones)],
         [ExtensionEntry(11 + i, 1, n, _ha1(n, DOMAIN)) for i, n in enumerate(("1001", "1002"))],
-        trunks=[_trunk(srtp=trunk)],
+        trunks=[_trunk(srtp=trunk, transport=carrier.transport)],
         dids={DID: DidEntry(DID, 1, 12, "1002")},
         routes={1: (RouteRule(1, "+44", "carrier"),)},
         numbering={1: NumberSettings(country_code="44")},
@@ -162,23 +167,27 @@ def _edge(phones: SrtpPolicy, trunk: SrtpPolicy) -> SipEdge:
         media=Relay(PortPool()),
         media_address="127.0.0.1",
     )
-    edge.connection_opened(CARRIER)
-    edge.proxy.trunk_flows[7] = [CARRIER]
+    if carrier.connection:
+        edge.connection_opened(carrier)
+    edge.proxy.trunk_flows[7] = [carrier]
     return edge
 
 
-def _carrier() -> Party:
-    """The carrier, at the end of the trunk's TLS connection."""
-    client = SipTestClient("carrier", "carrier.example", "", transport="TLS", local=CARRIER.remote)
-    return Party("01632960123", CARRIER, client)
-
-
-def _inbound_carrier(edge: SipEdge) -> Party:
-    """The carrier calling in, on a TLS connection from its inbound network."""
-    flow = Flow("tls", (CARRIER_INBOUND, 7000), "carrier-in")
-    edge.connection_opened(flow)
+def _carrier(flow: Flow) -> Party:
+    """The carrier, at the end of the trunk's ``flow``."""
     client = SipTestClient(
-        "+447700900100", "carrier.example", "", transport="TLS", local=flow.remote
+        "carrier", "carrier.example", "", transport=flow.transport.upper(), local=flow.remote
+    )
+    return Party("01632960123", flow, client)
+
+
+def _inbound_carrier(edge: SipEdge, transport: str) -> Party:
+    """The carrier calling in from its inbound network, over ``transport``."""
+    flow = Flow(transport, (CARRIER_INBOUND, 7000), "carrier-in" if transport == "tls" else "")
+    if flow.connection:
+        edge.connection_opened(flow)
+    client = SipTestClient(
+        "+447700900100", "carrier.example", "", transport=transport.upper(), local=flow.remote
     )
     return Party("+447700900100", flow, client)
 
@@ -305,6 +314,7 @@ def _request(out: dict[Flow, list[Message]], party: Party, method: str) -> Messa
 @given(
     st.sampled_from(list(SrtpPolicy)),
     st.sampled_from(list(SrtpPolicy)),
+    st.sampled_from(["tls", "tls", "udp"]),
     st.sampled_from(["tls", "tls", "udp", "trunk"]),
     st.sampled_from(["tls", "tls", "udp", "trunk"]),
     st.data(),
@@ -312,6 +322,7 @@ def _request(out: dict[Flow, list[Message]], party: Party, method: str) -> Messa
 def test_no_sdp_ever_downgrades_or_leaks_a_leg(
     phones: SrtpPolicy,
     trunk: SrtpPolicy,
+    carrier: str,
     caller: str,
     callee: str,
     data: st.DataObject,
@@ -319,13 +330,22 @@ def test_no_sdp_ever_downgrades_or_leaks_a_leg(
     """A call from a phone (over TLS or UDP) or in from the carrier to a DID,
     to another phone or out through the trunk, whose INVITE, 2xx, ACK,
     re-INVITEs and UPDATEs carry any SDP a phone or carrier might send, under
-    the tenant's and the trunk's policies: the invariants of this module hold
-    at every step, and the call ends with nothing held."""
-    edge = _edge(phones, trunk)
+    the tenant's and the trunk's policies, the trunk over TLS or UDP: the
+    invariants of this module hold at every step, and the call ends with
+    nothing held. (A trunk requiring SRTP over UDP is a configuration error,
+    refused before it could carry a call.)"""
+    assume(not (carrier == "udp" and trunk is SrtpPolicy.REQUIRED))
+    edge = _edge(phones, trunk, _carrier_flow(carrier))
     if caller == "trunk":
         callee = "tls" if callee == "trunk" else callee  # the carrier calls a DID
-    alice = _inbound_carrier(edge) if caller == "trunk" else _register(edge, "1001", 5062, caller)
-    bob = _carrier() if callee == "trunk" else _register(edge, "1002", 5064, callee)
+        alice = _inbound_carrier(edge, carrier)
+    else:
+        alice = _register(edge, "1001", 5062, caller)
+    bob = (
+        _carrier(_carrier_flow(carrier))
+        if callee == "trunk"
+        else _register(edge, "1002", 5064, callee)
+    )
     policies = tuple(trunk if side == "trunk" else phones for side in (caller, callee))
     net = Checked(edge, (alice, bob), (policies[0], policies[1]))
     late = data.draw(st.integers(0, 4)) == 0
