@@ -98,11 +98,12 @@ def _add_trunk(
     inbound: bool = False,
     host: str = CARRIER_IP,
     located: bool = False,
+    password: str = TRUNK_PASSWORD,
 ) -> None:
     """``trunk add`` as an operator runs it: TLS to Kamailio, its CA bundle and
-    identity, Digest credentials (password on stdin), optionally the carrier's
-    source network for inbound calls. ``host`` is Kamailio's address, or with
-    ``located`` a name whose servers DNS gives (RFC 3263, no port)."""
+    identity, Digest credentials (``password`` on stdin), optionally the
+    carrier's source network for inbound calls. ``host`` is Kamailio's address,
+    or with ``located`` a name whose servers DNS gives (RFC 3263, no port)."""
     where = [] if located else ["--port", str(plan.tls_port)]
     argv = [
         "trunk",
@@ -124,7 +125,7 @@ def _add_trunk(
     ]
     if inbound:
         argv += ["--inbound-network", f"{CARRIER_IP}/32"]
-    _cli(instance, *argv, stdin=TRUNK_PASSWORD + "\n")
+    _cli(instance, *argv, stdin=password + "\n")
 
 
 @pytest.fixture
@@ -305,17 +306,19 @@ def _outbound(
     *,
     reliable: bool = False,
     zone: list[Record] | None = None,
+    password: str = TRUNK_PASSWORD,
 ) -> tuple[Kamailio, Sipp, Phone]:
     """Outbound calls set up: acme.example with country code 44 and route ``+44``
     to the trunk "carrier" (Kamailio over TLS), Kamailio, a sipp UAS behind it
     (``reliable``: it rings reliably, RFC 3262), the appliance, and extension
     1001 registered. With a ``zone``, the trunk names ``carrier.test`` and the
     appliance finds its servers in that zone (RFC 3263), served by a DNS
-    server of the test's own, before the phone registers."""
+    server of the test's own, before the phone registers. ``password`` is
+    the trunk's (Kamailio knows only the right one)."""
     plan, pki = carrier_plan
     _cli(instance, "dialplan", "set", instance.domain, "--country-code", "44")
     if zone is None:
-        _add_trunk(instance, pki, plan, tls_domain=CARRIER_DOMAIN)
+        _add_trunk(instance, pki, plan, tls_domain=CARRIER_DOMAIN, password=password)
     else:
         _use_dns(instance, _start_dns(stack, zone, tmp_path / "dns", env))
         _add_trunk(
@@ -422,6 +425,33 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
             "200",
         )
         assert record["hangup_by"] == "caller"
+
+
+def test_a_carrier_refusing_the_trunks_credentials_gets_the_caller_a_403(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """The trunk's password is wrong, so Kamailio challenges the INVITE that
+    carries the trunk's credentials again. The appliance answers a carrier's
+    challenge only once: the phone gets 403, never Kamailio's challenge (its
+    realm is the carrier's), the call reaches no one, and the record says why."""
+    with ExitStack() as stack:
+        kamailio, uas, phone = _outbound(
+            stack, sip_instance, carrier_plan, child_env, tmp_path, password="wrong-password"
+        )
+        call_id = f"{secrets.token_hex(8)}@trunk-refused"
+        answer, _ = phone.call(DIALLED, call_id)
+        assert answer.status == 403, answer.wire
+        assert not answer.all("proxy-authenticate") and not answer.all("www-authenticate")
+        assert len(kamailio.received("INVITE")) == 2 and not kamailio.authenticated(), (
+            kamailio.tail()
+        )
+        assert uas.received_requests("INVITE") == []
+        record = _cdr(sip_instance, call_id)
+        assert (record["disposition"], record["final_status"]) == ("failed", "403"), record
+        assert '"end_reason":"trunk-credentials-refused"' in record["media"], record
 
 
 def test_our_bye_reaches_the_carrier_along_its_route_set(
