@@ -112,6 +112,16 @@ class Running:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=DEADLINE_SECONDS)
 
+    def drain(self) -> list[dict[str, Any]]:
+        """Every event the stopped process logged (read to the end of its output)."""
+        assert self.process.poll() is not None, "stop the process first"
+        if self.process.stdout is not None:
+            while chunk := os.read(self.process.stdout.fileno(), 65536):
+                self._pending += chunk
+        lines, self._pending = self._pending.splitlines(), b""
+        self.events += [json.loads(line) for line in lines if line.strip()]
+        return self.events
+
 
 @pytest.fixture
 def dev_instance(tmp_path: Path) -> tuple[Path, int]:

@@ -23,7 +23,7 @@ only when the test fails.
 from __future__ import annotations
 
 import json
-import os
+import re
 import secrets
 import socket
 import sys
@@ -227,13 +227,8 @@ def _stop(running: Running) -> None:
 
 def _print_log(running: Running) -> None:
     """Every event the stopped appliance logged, one line each."""
-    rest = b""
-    if running.process.stdout is not None:  # read to the end: the process has exited
-        while chunk := os.read(running.process.stdout.fileno(), 65536):
-            rest += chunk
-    lines = [json.loads(line) for line in rest.splitlines() if line.strip()]
     print("--- appliance log")
-    for event in [*running.events, *lines]:
+    for event in running.drain():
         level = event.get("log_level", {}).get("name", "")
         print(f"{level}: {formatEvent(event)}")
 
@@ -307,14 +302,15 @@ def _outbound(
     reliable: bool = False,
     zone: list[Record] | None = None,
     password: str = TRUNK_PASSWORD,
-) -> tuple[Kamailio, Sipp, Phone]:
+) -> tuple[Kamailio, Sipp, Phone, Running]:
     """Outbound calls set up: acme.example with country code 44 and route ``+44``
     to the trunk "carrier" (Kamailio over TLS), Kamailio, a sipp UAS behind it
     (``reliable``: it rings reliably, RFC 3262), the appliance, and extension
     1001 registered. With a ``zone``, the trunk names ``carrier.test`` and the
     appliance finds its servers in that zone (RFC 3263), served by a DNS
     server of the test's own, before the phone registers. ``password`` is
-    the trunk's (Kamailio knows only the right one)."""
+    the trunk's (Kamailio knows only the right one). Returns Kamailio, the
+    UAS, the phone and the running appliance."""
     plan, pki = carrier_plan
     _cli(instance, "dialplan", "set", instance.domain, "--country-code", "44")
     if zone is None:
@@ -332,10 +328,13 @@ def _outbound(
     running = _start_appliance(stack, instance, env)
     if zone is not None:
         running.wait_for("trunk {trunk} located")
-    return kamailio, uas, _register(stack, instance)
+    return kamailio, uas, _register(stack, instance), running
 
 
 # -- what is checked ---------------------------------------------------------------
+
+#: An SDES key in SDP (RFC 4568 ``inline:`` key and salt, base64).
+_INLINE = re.compile(r"inline:([A-Za-z0-9+/=]+)")
 
 
 def _cdr(instance: SipInstance, call_id: str) -> dict[str, str]:
@@ -379,7 +378,7 @@ def test_outbound_call_through_kamailio_to_a_sipp_uas(
     +441632960123, answered, hung up by the caller."""
     domain = sip_instance.domain
     with ExitStack() as stack:
-        kamailio, uas, phone = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
+        kamailio, uas, phone, _ = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
 
         call_id = f"{secrets.token_hex(8)}@trunk-out"
         answer, provisional = phone.call(DIALLED, call_id, body=phone.client.sdp())
@@ -438,7 +437,7 @@ def test_a_carrier_refusing_the_trunks_credentials_gets_the_caller_a_403(
     challenge only once: the phone gets 403, never Kamailio's challenge (its
     realm is the carrier's), the call reaches no one, and the record says why."""
     with ExitStack() as stack:
-        kamailio, uas, phone = _outbound(
+        kamailio, uas, phone, _ = _outbound(
             stack, sip_instance, carrier_plan, child_env, tmp_path, password="wrong-password"
         )
         call_id = f"{secrets.token_hex(8)}@trunk-refused"
@@ -454,6 +453,66 @@ def test_a_carrier_refusing_the_trunks_credentials_gets_the_caller_a_403(
         assert '"end_reason":"trunk-credentials-refused"' in record["media"], record
 
 
+def test_no_secret_of_a_call_reaches_the_log(
+    sip_instance: SipInstance,
+    carrier_plan: tuple[CarrierPlan, CarrierPki],
+    child_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Security: at the most verbose log level, an SRTP call out through the
+    trunk (the phone's Digest answer to our 407, the trunk's to Kamailio's,
+    SDES keys on both legs) leaves none of its secrets in anything the
+    appliance logged: not the phone's or the trunk's password, not the
+    phone's Digest response, not a key the phone offered, nor the relay's in
+    its answer to the phone or in its offer to the carrier."""
+    text = sip_instance.config.read_text()
+    assert '\nlevel = "info"' in text
+    sip_instance.config.write_text(text.replace('\nlevel = "info"', '\nlevel = "debug"', 1))
+    with ExitStack() as stack:
+        _, uas, phone, appliance = _outbound(
+            stack, sip_instance, carrier_plan, child_env, tmp_path
+        )
+        client, call_id = phone.client, f"{secrets.token_hex(8)}@trunk-secrets"
+        offer = client.sdp(profile="RTP/SAVP", crypto=client.crypto_offer())
+        phone.socket.send(client.invite(DIALLED, call_id=call_id, body=offer))
+        challenge = phone.socket.receive()
+        assert challenge.status == 407, challenge.wire
+        uri = f"sip:{DIALLED}@{client.domain}"
+        authorization = client.authorization(challenge, method="INVITE", uri=uri)
+        invite = client.invite(DIALLED, call_id=call_id, authorization=authorization, body=offer)
+        phone.socket.send(invite)
+        answer, _ = phone.receive_final()
+        assert answer.status == 200, answer.wire
+        phone.socket.send(phone.in_dialog("ACK", answer))
+        phone.socket.send(phone.in_dialog("BYE", answer))
+        bye_answer, _ = phone.receive_final()
+        assert bye_answer.status == 200, bye_answer.wire
+        assert uas.wait() == 0, uas.describe()
+        (carrier_invite,) = uas.received_requests("INVITE")
+        assert appliance.stop() == 0
+        events = appliance.drain()
+    logged = "\n".join(json.dumps(event) for event in events)
+    assert "SIP listening on" in logged and len(events) > 10, logged
+    response = re.search(r'response="([0-9a-f]+)"', authorization)
+    assert response is not None
+    theirs = _INLINE.findall(offer.decode())
+    to_phone, to_carrier = (
+        _INLINE.findall(answer.body.decode()),
+        _INLINE.findall(carrier_invite.text),
+    )
+    assert theirs and len(to_phone) == 1 and to_carrier, (answer.wire, carrier_invite.text)
+    kept = {
+        "the phone's password": [sip_instance.password],
+        "the trunk's password": [TRUNK_PASSWORD],
+        "the phone's Digest response": [response.group(1)],
+        "a key the phone offered": theirs,
+        "the relay's key to the phone": to_phone,
+        "a key the relay offered the carrier": to_carrier,
+    }
+    for what, values in kept.items():
+        assert not [value for value in values if value in logged], f"{what} was logged"
+
+
 def test_our_bye_reaches_the_carrier_along_its_route_set(
     sip_instance: SipInstance,
     carrier_plan: tuple[CarrierPlan, CarrierPki],
@@ -467,7 +526,7 @@ def test_our_bye_reaches_the_carrier_along_its_route_set(
     then does the BYE reach the sipp UAS, which answers it and completes its
     scenario. The record says hung up by the system."""
     with ExitStack() as stack:
-        kamailio, uas, phone = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
+        kamailio, uas, phone, _ = _outbound(stack, sip_instance, carrier_plan, child_env, tmp_path)
 
         call_id = f"{secrets.token_hex(8)}@trunk-drop"
         answer, _ = phone.call(DIALLED, call_id, body=phone.client.sdp())
@@ -513,7 +572,7 @@ def test_a_carrier_server_that_is_down_hands_the_call_to_the_next_one(
     ]
     with ExitStack() as stack:
         stack.callback(down.close)
-        kamailio, uas, phone = _outbound(
+        kamailio, uas, phone, _ = _outbound(
             stack, sip_instance, carrier_plan, child_env, tmp_path, zone=zone
         )
         call_id = f"{secrets.token_hex(8)}@failover"
@@ -558,7 +617,7 @@ def test_a_reliable_ringing_is_pracked_through_kamailio(
     phone's offer; ACK and BYE end the call, and sipp completes its
     scenario."""
     with ExitStack() as stack:
-        _, uas, phone = _outbound(
+        _, uas, phone, _ = _outbound(
             stack, sip_instance, carrier_plan, child_env, tmp_path, reliable=True
         )
 
