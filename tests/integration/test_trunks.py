@@ -253,20 +253,33 @@ class Phone:
                 return message, provisional
             provisional.append(message.status)
 
+    def dial(
+        self,
+        dialled: str,
+        call_id: str,
+        body: bytes | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> str:
+        """INVITE ``dialled`` (offering ``body``, with ``extra`` header lines) and
+        answer the appliance's 407: the Authorization value sent."""
+        client = self.client
+        self.socket.send(client.invite(dialled, call_id=call_id, extra=extra, body=body))
+        challenge = self.socket.receive()
+        assert challenge.status == 407, challenge.wire
+        uri = f"sip:{dialled}@{client.domain}"
+        authorization = client.authorization(challenge, method="INVITE", uri=uri)
+        self.socket.send(
+            client.invite(
+                dialled, call_id=call_id, authorization=authorization, extra=extra, body=body
+            )
+        )
+        return authorization
+
     def call(
         self, dialled: str, call_id: str, body: bytes | None = None
     ) -> tuple[Message, list[int]]:
-        """INVITE ``dialled`` (offering ``body``), answer the appliance's 407, and
-        return the final answer and the provisional statuses before it."""
-        self.socket.send(self.client.invite(dialled, call_id=call_id, body=body))
-        challenge = self.socket.receive()
-        assert challenge.status == 407, challenge.wire
-        authorization = self.client.authorization(
-            challenge, method="INVITE", uri=f"sip:{dialled}@{self.client.domain}"
-        )
-        self.socket.send(
-            self.client.invite(dialled, call_id=call_id, authorization=authorization, body=body)
-        )
+        """:meth:`dial`, then the final answer and the provisional statuses before it."""
+        self.dial(dialled, call_id, body)
         return self.receive_final()
 
     def in_dialog(self, method: str, answer: Message) -> bytes:
@@ -474,13 +487,7 @@ def test_no_secret_of_a_call_reaches_the_log(
         )
         client, call_id = phone.client, f"{secrets.token_hex(8)}@trunk-secrets"
         offer = client.sdp(profile="RTP/SAVP", crypto=client.crypto_offer())
-        phone.socket.send(client.invite(DIALLED, call_id=call_id, body=offer))
-        challenge = phone.socket.receive()
-        assert challenge.status == 407, challenge.wire
-        uri = f"sip:{DIALLED}@{client.domain}"
-        authorization = client.authorization(challenge, method="INVITE", uri=uri)
-        invite = client.invite(DIALLED, call_id=call_id, authorization=authorization, body=offer)
-        phone.socket.send(invite)
+        authorization = phone.dial(DIALLED, call_id, body=offer)
         answer, _ = phone.receive_final()
         assert answer.status == 200, answer.wire
         phone.socket.send(phone.in_dialog("ACK", answer))
@@ -623,16 +630,7 @@ def test_a_reliable_ringing_is_pracked_through_kamailio(
 
         call_id = f"{secrets.token_hex(8)}@trunk-100rel"
         client = phone.client
-        offer, extra = client.sdp(), ("Supported: 100rel",)
-        phone.socket.send(client.invite(DIALLED, call_id=call_id, extra=extra, body=offer))
-        challenge = phone.socket.receive()
-        assert challenge.status == 407, challenge.wire
-        uri = f"sip:{DIALLED}@{client.domain}"
-        authorization = client.authorization(challenge, method="INVITE", uri=uri)
-        invite = client.invite(
-            DIALLED, call_id=call_id, authorization=authorization, extra=extra, body=offer
-        )
-        phone.socket.send(invite)
+        phone.dial(DIALLED, call_id, body=client.sdp(), extra=("Supported: 100rel",))
         ringing = phone.socket.receive()
         while ringing.status == 100:
             ringing = phone.socket.receive()
