@@ -125,29 +125,10 @@ class Responses:
             return actions + sends(
                 upstream.flow, upstream.server.send_response(status, upward, now)
             )
-        if status in (401, 407, 408, 503) and _may_retry(branch):
-            # The trunk's credentials for a carrier's challenge, or the carrier's
-            # next server after a failed one: the INVITE goes again, on a new
-            # branch that keeps the offer this one carried.
-            if status in (401, 407):
-                retried = (
-                    [] if branch.authenticated else self._answer_carrier(branch, message, now)
-                )
-            else:
-                retried = self._next_server(branch, now)
-            if retried:
-                branch.final = status
-                return actions + retried
-        if status in (401, 407) and branch.trunk is not None:
-            # A carrier's challenge we do not answer (the caller cancelled, or the
-            # carrier refused the trunk's credentials) is ours, not the caller's:
-            # its realm means nothing to a phone, so the caller hears the outcome.
-            if branch.cancelled or call is None or call.state == "ended":
-                terminated = synthetic_timeout(upstream.message, 487, "Request Terminated")
-                return self._deliver(branch, terminated, now)
-            call.end_reason = "trunk-credentials-refused"
-            refused = synthetic_timeout(upstream.message, 403, "Forbidden")
-            return self._deliver(branch, refused, now)
+        if branch.trunk is not None and status in (401, 407, 408, 503):
+            handled = self._carrier_failure(branch, message, now)
+            if handled is not None:
+                return actions + handled
         branch.final = status
         if status >= 300 and branch.media is not None:
             branch.media.failed(branch.id)
@@ -187,6 +168,39 @@ class Responses:
         return actions + sends(
             upstream.flow, upstream.server.send_response(best_status, best, now)
         )
+
+    def _carrier_failure(
+        self: ProxyParts, branch: Branch, message: Message, now: float
+    ) -> list[Action] | None:
+        """A trunk branch's 401/407/408/503 that the caller does not hear as it
+        is, or None for one it does. While the call may still be set up, the
+        INVITE goes again on a new branch that keeps this one's offer: with the
+        trunk's credentials for a carrier's challenge (once), or to the
+        carrier's next server. A challenge we do not answer is ours, not the
+        caller's (its realm means nothing to a phone): the caller hears 487 once
+        the call is cancelled or ended, else 403, the carrier having refused
+        the trunk's credentials."""
+        status, upstream, call = message.status, branch.upstream, branch.call
+        assert upstream is not None
+        challenge = status in (401, 407)
+        if _may_retry(branch):
+            if not challenge:
+                retried = self._next_server(branch, now)
+            elif not branch.authenticated:
+                retried = self._answer_carrier(branch, message, now)
+            else:
+                retried = []
+            if retried:
+                branch.final = status
+                return retried
+        if not challenge:
+            return None
+        if branch.cancelled or call is None or call.state == "ended":
+            stand_in = synthetic_timeout(upstream.message, 487, "Request Terminated")
+        else:
+            call.end_reason = "trunk-credentials-refused"
+            stand_in = synthetic_timeout(upstream.message, 403, "Forbidden")
+        return self._deliver(branch, stand_in, now)
 
     def _refuse(
         self: ProxyParts, branch: Branch, answer: Message, refused: Refused, now: float
