@@ -183,13 +183,11 @@ class Responses:
         status, upstream, call = message.status, branch.upstream, branch.call
         assert upstream is not None
         challenge = status in (401, 407)
-        if _may_retry(branch):
-            if not challenge:
-                retried = self._next_server(branch, now)
-            elif not branch.authenticated:
+        if _may_retry(branch) and not (challenge and branch.authenticated):
+            if challenge:
                 retried = self._answer_carrier(branch, message, now)
             else:
-                retried = []
+                retried = self._next_server(branch, now)
             if retried:
                 branch.final = status
                 return retried
