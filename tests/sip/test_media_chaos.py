@@ -48,7 +48,7 @@ from appliance.sip.validate import check_request, check_response
 from appliance.testing.sipclient import SipTestClient
 from tests.sip.chaos_phones import Dialog
 from tests.sip.test_call_chaos import chaos
-from tests.sip.test_proxy import DOMAIN, NOW, _ha1
+from tests.sip.test_proxy import DOMAIN, NOW, _ha1, _phone
 from tests.sip.test_trunk_calls import CARRIER, _trunk
 
 #: The DID the carrier calls in on (it rings 1002), and where it calls from.
@@ -194,20 +194,8 @@ def _inbound_carrier(edge: SipEdge, transport: str) -> Party:
 
 def _register(edge: SipEdge, number: str, port: int, transport: str) -> Party:
     """Register ``number`` over ``transport`` (TLS on a connection of its own)."""
-    remote = ("127.0.0.20", port)
-    flow = Flow(transport, remote, f"{transport}-{number}" if transport == "tls" else "")
-    if flow.connection:
-        edge.connection_opened(flow)
-    client = SipTestClient(
-        number, DOMAIN, f"pw-{number}", transport=transport.upper(), local=remote
-    )
-    challenge = parse_datagram(
-        _sent(edge.message_received(parse_datagram(client.register()), flow, NOW))[0][1]
-    )
-    register = client.register(authorization=client.authorization(challenge))
-    (ok,) = _sent(edge.message_received(parse_datagram(register), flow, NOW))
-    assert parse_datagram(ok[1]).status == 200
-    return Party(number, flow, client)
+    phone = _phone(edge, number, port, transport=transport)
+    return Party(number, phone.flow, phone.client)
 
 
 def _sent(actions: Sequence[Action]) -> list[tuple[Flow, bytes]]:

@@ -56,17 +56,22 @@ def _edge(max_calls: int = 5, *, srtp: SrtpPolicy = SrtpPolicy.OPTIONAL) -> SipE
 
 @dataclass
 class Phone:
-    """A registered phone on its own TLS connection."""
+    """A registered phone: its test client and the flow it registered on."""
 
     client: SipTestClient
     flow: Flow
 
 
-def _phone(edge: SipEdge, number: str, port: int, domain: str = DOMAIN) -> Phone:
-    flow = Flow("tls", ("127.0.0.20", port), f"tls-{number}-{port}-{domain}")
-    edge.connection_opened(flow)
+def _phone(
+    edge: SipEdge, number: str, port: int, domain: str = DOMAIN, *, transport: str = "tls"
+) -> Phone:
+    """``number`` registered over ``transport`` (TLS or TCP on a connection of its own)."""
+    connection = "" if transport == "udp" else f"{transport}-{number}-{port}-{domain}"
+    flow = Flow(transport, ("127.0.0.20", port), connection)
+    if connection:
+        edge.connection_opened(flow)
     client = SipTestClient(
-        number, domain, f"pw-{number}", transport="TLS", local=("127.0.0.20", port)
+        number, domain, f"pw-{number}", transport=transport.upper(), local=("127.0.0.20", port)
     )
     challenge = _only(edge.message_received(parse_datagram(client.register()), flow, NOW), flow)
     auth = client.authorization(challenge)
